@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Create .venv and install everything seqrec needs, from nothing.
+#   scripts/setup.sh          CPU build (default): torch 2.13.0, fbgemm-gpu-cpu 1.8.0, torchrec 1.8.0
+#   scripts/setup.sh --gpu    CUDA builds of torch and fbgemm-gpu instead (not exercised by CI)
+# Order matters: torchrec declares a dependency on the CUDA `fbgemm-gpu`, so it is installed with
+# --no-deps after the matching fbgemm build, and its real needs are installed explicitly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GPU=0
+for arg in "$@"; do
+  case "$arg" in
+    --gpu) GPU=1 ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)'; then
+  echo "setup.sh: Python >= 3.10 is required ($("$PY" --version 2>&1))" >&2; exit 1
+fi
+if ! command -v java >/dev/null 2>&1; then
+  echo "setup.sh: warning: Java 11+ not found; TorchServe needs it (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)" >&2
+fi
+
+[[ -x .venv/bin/python ]] || "$PY" -m venv .venv
+PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+
+TORCH_VERSION=2.13.0
+FBGEMM_VERSION=1.8.0
+TORCHREC_VERSION=1.8.0
+if [[ $GPU == 1 ]]; then
+  "${PIP[@]}" "torch==${TORCH_VERSION}" "fbgemm-gpu==${FBGEMM_VERSION}"
+else
+  "${PIP[@]}" "torch==${TORCH_VERSION}"
+  "${PIP[@]}" "fbgemm-gpu-cpu==${FBGEMM_VERSION}"
+fi
+"${PIP[@]}" --no-deps "torchrec==${TORCHREC_VERSION}"
+# torchrec's real runtime needs (its metadata asks for the CUDA fbgemm, hence --no-deps above)
+"${PIP[@]}" tensordict "torchmetrics==1.0.3" tqdm pyre-extensions iopath
+"${PIP[@]}" "torchx==0.7.0" "torchdata==0.11.0" pyarrow hydra-core tensorboard numpy \
+  "torchserve==0.12.0" "torch-model-archiver==0.12.0" \
+  pytest pytest-cov ruff
+"${PIP[@]}" --no-deps --no-build-isolation -e .
+.venv/bin/python -c "import torch, fbgemm_gpu, torchrec, torchdata, pyarrow, hydra; print('seqrec environment ready: torch', torch.__version__, '| torchrec', torchrec.__version__)"
