@@ -1,0 +1,64 @@
+"""The ``seqrec`` command line: one subcommand per job, each implemented in its own module.
+
+Every command module exposes ``add_arguments(parser)`` and ``run(args) -> int``. Errors caused by the user's
+input (`SeqrecError`) print one line and exit 2; ``--verbose`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from trainer.errors import SeqrecError
+
+# name -> (module, one-line help). Modules are imported only when their command runs (torch is slow to import).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("trainer.data.prepare", "turn a raw interaction log into a dataset folder"),
+    "synth": ("trainer.data.synth", "generate a synthetic interaction log with learnable structure"),
+    "inspect": ("trainer.data.inspect", "print a dataset folder's manifest, lengths, popularity and splits"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand's arguments."""
+    parser = argparse.ArgumentParser(
+        prog="seqrec",
+        description="Distributed trainer for sequential recommendation (PyTorch + TorchRec).",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="show debug logs and full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        doc = (module.__doc__ or help_text).strip()
+        cmd = sub.add_parser(name, help=help_text, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        cmd.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``seqrec`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args._run(args) or 0)
+    except SeqrecError as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
