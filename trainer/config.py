@@ -1,0 +1,203 @@
+"""Structured training configuration: one small dataclass per component, composed by Hydra, validated at start-up.
+
+``load_config(overrides)`` composes ``configs/train.yaml`` (and its groups ``model/``, ``data/``, ``optim/``,
+``experiment/``) with command-line overrides such as ``trainer.max_steps=100 model.dim=64``, then merges the result
+into `TrainConfig` in struct mode: an unknown key (``trainer.stpes``) or a wrong type is an error naming the key,
+never a silent default. Cross-field checks (`validate`) name the setting to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from trainer.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+LOSSES = ("softmax", "sampled_softmax", "bce", "bpr", "gbce")
+LOSS_NEGATIVES = {"softmax": "none", "sampled_softmax": "popularity", "bce": "uniform", "bpr": "uniform", "gbce": "uniform"}
+
+
+@dataclasses.dataclass(kw_only=True)
+class DataConfig:
+    """Which dataset folder to train on and how batches are cut (see trainer.data.loader.LoaderConfig)."""
+
+    path: str = "data/synthetic"
+    max_len: int = 50
+    batch_size: int = 128
+    eval_batch_size: int = 256
+    num_workers: int = 0
+    bucket_batches: int = 16
+    # "auto" picks what the loss needs: softmax none, sampled softmax popularity, bce/bpr/gbce uniform
+    negatives: str = "auto"
+    num_negatives: int = 1
+    popularity_alpha: float = 1.0
+
+
+@dataclasses.dataclass(kw_only=True)
+class ModelConfig:
+    """The recommender and its hyper-parameters (modules.sasrec.SASRecConfig for ``name=sasrec``)."""
+
+    name: str = "sasrec"
+    dim: int = 64
+    num_blocks: int = 2
+    num_heads: int = 1
+    dropout: float = 0.2
+    attn_backend: str = "sdpa"
+    loss: str = "softmax"
+    tie_weights: bool = True
+    gbce_t: float = 0.75
+    temperature: float = 1.0
+
+
+@dataclasses.dataclass(kw_only=True)
+class OptimConfig:
+    """Dense AdamW and the fused (FBGEMM) sparse optimizer for embedding tables, plus the LR schedule."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.98)
+    sparse_optimizer: str = "adam"  # adam | rowwise_adagrad | sgd
+    sparse_lr: float | None = None  # defaults to lr
+    schedule: str = "cosine"  # cosine | constant
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0  # max global norm of dense gradients; 0 disables
+    accumulate: int = 1  # micro-batches per dense optimizer step (plain loop only)
+
+
+@dataclasses.dataclass(kw_only=True)
+class EvalConfig:
+    """Full-ranking evaluation (and the SASRec-paper sampled protocol as a labelled option)."""
+
+    ks: list[int] = dataclasses.field(default_factory=lambda: [1, 5, 10, 20])
+    filter_seen: bool = True
+    sampled_negatives: int = 0  # > 0: rank the target among this many sampled negatives (paper protocol)
+    item_chunk: int = 65536
+    per_user: bool = True  # write per-user metrics (Parquet) for significance tests
+
+
+@dataclasses.dataclass(kw_only=True)
+class TrainerConfig:
+    """The loop: length, logging, checkpointing, distribution and numerics."""
+
+    experiment: str = "default"
+    output_dir: str = "outputs"
+    run_id: str | None = None  # default: torchx app id, else a timestamp
+    seed: int = 42
+    epochs: int = 10
+    max_steps: int = 0  # > 0 stops after this many optimizer steps
+    eval_every_epochs: int = 1
+    eval_split: str = "valid"
+    early_stopping_patience: int = 0  # evaluations without NDCG@10 improvement; 0 = off
+    log_every: int = 50
+    checkpoint_every: int = 0  # steps; 0 = only at epoch ends, the end, and on SIGTERM
+    keep_checkpoints: int = 2
+    pipeline: bool = True  # TorchRec TrainPipelineSparseDist; false = plain loop
+    sharding: str = "auto"  # auto | table_wise | row_wise | column_wise
+    bf16: bool = False
+    resume: bool = False
+    init_from: str | None = None  # run folder or checkpoint to fine-tune from (weights only)
+    progress: bool = True
+    test_at_end: bool = True
+
+
+@dataclasses.dataclass(kw_only=True)
+class TrainConfig:
+    """Everything ``seqrec train`` reads; each component receives only its own part."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+
+
+def load_config(overrides: Sequence[str] = (), config_dir: str | Path = CONFIG_DIR, name: str = "train") -> TrainConfig:
+    """Compose ``configs/<name>.yaml`` with Hydra overrides and return a validated `TrainConfig`."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.config_store import ConfigStore
+    from hydra.errors import HydraException
+
+    # configs/train.yaml lists `train_schema` first in its defaults, so overrides are checked against the schema.
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    try:
+        with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
+            composed = compose(config_name=name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(_one_line(exc)) from exc
+    return from_dict(composed)
+
+
+def from_dict(raw: DictConfig | dict[str, Any]) -> TrainConfig:
+    """Merge a plain/omegaconf mapping into the schema (struct mode: unknown keys are errors) and validate."""
+    schema = OmegaConf.structured(TrainConfig)
+    OmegaConf.set_struct(schema, True)
+    if isinstance(raw, DictConfig):  # plain data, so keys forced in with `+key=` are checked too
+        raw = OmegaConf.to_container(raw, resolve=True)
+    try:
+        merged = OmegaConf.merge(schema, raw)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_one_line(exc)) from exc
+    assert isinstance(cfg, TrainConfig)
+    validate(cfg)
+    return cfg
+
+
+def to_yaml(cfg: TrainConfig) -> str:
+    """The resolved config as YAML (written into every run folder)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def _one_line(exc: BaseException) -> str:
+    """First line of an exception and of its cause: Hydra's own message says which override, the cause why."""
+    lines = []
+    while exc is not None and len(lines) < 2:
+        text = str(exc).strip().splitlines()
+        if text:
+            lines.append(text[0].rstrip("."))
+        exc = exc.__cause__
+    return ": ".join(lines) or "invalid configuration"
+
+
+def resolve_negatives(cfg: TrainConfig) -> str:
+    """The sampler the loss needs when ``data.negatives=auto``."""
+    return LOSS_NEGATIVES[cfg.model.loss] if cfg.data.negatives == "auto" else cfg.data.negatives
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Cross-field checks at start-up; each message names the setting to change."""
+    m, d, o, t, e = cfg.model, cfg.data, cfg.optim, cfg.trainer, cfg.eval
+    if m.loss not in LOSSES:
+        raise ConfigError(f"model.loss={m.loss!r} is unknown; choose one of {LOSSES}")
+    checks = [
+        (m.attn_backend in ("sdpa", "naive"), "model.attn_backend must be sdpa or naive"),
+        (m.dim % m.num_heads == 0, f"model.dim={m.dim} must be divisible by model.num_heads={m.num_heads}"),
+        (d.max_len >= 1 and d.batch_size >= 1, "data.max_len and data.batch_size must be >= 1"),
+        (d.negatives in ("auto", "none", "uniform", "popularity", "in_batch"), "data.negatives is unknown"),
+        (
+            m.loss == "softmax" or resolve_negatives(cfg) != "none",
+            f"model.loss={m.loss} needs negatives; set data.negatives=uniform|popularity|in_batch (or auto)",
+        ),
+        (o.sparse_optimizer in ("adam", "rowwise_adagrad", "sgd"), "optim.sparse_optimizer: adam|rowwise_adagrad|sgd"),
+        (o.schedule in ("cosine", "constant"), "optim.schedule must be cosine or constant"),
+        (o.accumulate >= 1, "optim.accumulate must be >= 1"),
+        (
+            o.accumulate == 1 or not t.pipeline,
+            "optim.accumulate > 1 is not supported with trainer.pipeline=true (the pipeline steps every batch); "
+            "set trainer.pipeline=false",
+        ),
+        (t.sharding in ("auto", "table_wise", "row_wise", "column_wise"), "trainer.sharding is unknown"),
+        (t.eval_split in ("valid", "test"), "trainer.eval_split must be valid or test"),
+        (not (t.resume and t.init_from), "trainer.resume and trainer.init_from exclude each other; set one"),
+        (all(k >= 1 for k in e.ks) and 10 in e.ks, "eval.ks must be positive and include 10 (early stopping)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

@@ -1,0 +1,172 @@
+"""Process group set-up and the one function that turns a model into a model-parallel one (`shard_model`).
+
+The model knows nothing of distribution. `shard_model` owns the planner, topology, sharders, fused sparse
+optimizer and `DistributedModelParallel`; `build_optimizer` adds AdamW for the dense part (under DDP).
+Device-agnostic: gloo + CPU always works; nccl + CUDA is used when a GPU is present.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import socket
+
+import fbgemm_gpu  # noqa: F401  (registers fbgemm ops before torchrec modules load)
+import torch
+import torch.distributed as dist
+from fbgemm_gpu.split_embedding_configs import EmbOptimType
+from torch import nn
+from torchrec.distributed.embedding import EmbeddingCollectionSharder
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
+from torchrec.distributed.planner.types import ParameterConstraints
+from torchrec.distributed.types import ShardingEnv, ShardingType
+from torchrec.modules.embedding_modules import EmbeddingCollection
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+
+from trainer.config import OptimConfig
+
+SPARSE_OPTIMIZERS = {
+    "adam": EmbOptimType.ADAM,
+    "rowwise_adagrad": EmbOptimType.EXACT_ROWWISE_ADAGRAD,
+    "sgd": EmbOptimType.EXACT_SGD,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits: rank, world size, device and backend."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for single-process groups and tests)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def init_distributed(timeout_s: int = 600) -> DistEnv:
+    """Join the process group torchrun/torchx describe in the environment, or make a 1-process group.
+
+    DistributedModelParallel always needs a process group, so a plain ``python -m trainer.train`` run creates a
+    single-process one on a free loopback port.
+    """
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device, backend = torch.device("cuda", local_rank), "nccl"
+        torch.cuda.set_device(device)
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s))
+    return DistEnv(rank, world_size, local_rank, device, backend)
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group (safe to call twice)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _constraints(model: nn.Module, sharding: str, device: torch.device) -> dict[str, ParameterConstraints]:
+    """Per-table sharding constraints. On CPU data-parallel tables fail for unpooled collections (fbgemm's CPU dense
+    kernel pools), so it is excluded there."""
+    allowed = [t.value for t in (ShardingType.TABLE_WISE, ShardingType.ROW_WISE, ShardingType.COLUMN_WISE)]
+    if device.type == "cuda":
+        allowed.append(ShardingType.DATA_PARALLEL.value)
+    if sharding != "auto":
+        allowed = [sharding]
+    tables = [cfg.name for m in model.modules() if isinstance(m, EmbeddingCollection) for cfg in m.embedding_configs()]
+    return {name: ParameterConstraints(sharding_types=allowed) for name in tables}
+
+
+def shard_model(
+    model: nn.Module, env: DistEnv, optim: OptimConfig, sharding: str = "auto", batch_size: int = 128
+) -> DistributedModelParallel:
+    """Shard every EmbeddingCollection of ``model`` (built on ``meta``) across ranks; dense layers go under DDP.
+
+    Tables are updated by FBGEMM's fused optimizer inside backward (no dense gradients for tables).
+    """
+    fused_params = {
+        "optimizer": SPARSE_OPTIMIZERS[optim.sparse_optimizer],
+        "learning_rate": optim.sparse_lr if optim.sparse_lr is not None else optim.lr,
+    }
+    if optim.sparse_optimizer == "adam":
+        fused_params.update(beta1=optim.betas[0], beta2=optim.betas[1], eps=1e-8)
+    sharder = EmbeddingCollectionSharder(fused_params=fused_params)
+    topology = Topology(world_size=env.world_size, compute_device=env.device.type)
+    planner = EmbeddingShardingPlanner(
+        topology=topology, batch_size=batch_size, constraints=_constraints(model, sharding, env.device), debug=False
+    )
+    plan = planner.collective_plan(model, [sharder], dist.GroupMember.WORLD)
+    return DistributedModelParallel(
+        model, env=ShardingEnv.from_process_group(dist.GroupMember.WORLD), device=env.device, plan=plan, sharders=[sharder]
+    )
+
+
+class _ClippedAdamW(KeyedOptimizerWrapper):
+    """Dense AdamW that clips the global gradient norm of its own parameters before each step."""
+
+    def __init__(self, params: dict[str, nn.Parameter], optim: OptimConfig) -> None:
+        super().__init__(
+            params,
+            lambda ps: torch.optim.AdamW(ps, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay),
+        )
+        self._clip = optim.grad_clip
+        self._params = list(params.values())
+        self.last_grad_norm = torch.zeros(())
+
+    def step(self, closure=None) -> None:
+        if self._clip > 0:
+            self.last_grad_norm = torch.nn.utils.clip_grad_norm_(self._params, self._clip)
+        super().step(closure)
+
+
+def build_optimizer(model: DistributedModelParallel, optim: OptimConfig) -> CombinedOptimizer:
+    """The fused sparse optimizer of the sharded tables combined with AdamW over every other parameter."""
+    sharded_prefixes = tuple(f"{path}." for path in model.plan.plan)
+    dense = {
+        name: param
+        for name, param in model.named_parameters()
+        if not name.startswith(sharded_prefixes) and param.requires_grad
+    }
+    return CombinedOptimizer([model.fused_optimizer, ("dense", _ClippedAdamW(dense, optim))])
+
+
+def base_lrs(optimizer: CombinedOptimizer) -> list[float]:
+    """The learning rate every param group starts from (the schedule multiplies these)."""
+    return [float(group["lr"]) for group in optimizer.param_groups]
+
+
+def lr_factor(step: int, optim: OptimConfig, total_steps: int) -> float:
+    """Linear warmup, then cosine decay to ``min_lr_ratio`` (or constant)."""
+    import math
+
+    if optim.warmup_steps > 0 and step < optim.warmup_steps:
+        return (step + 1) / optim.warmup_steps
+    if optim.schedule == "constant" or total_steps <= optim.warmup_steps:
+        return 1.0
+    progress = min(1.0, (step - optim.warmup_steps) / max(1, total_steps - optim.warmup_steps))
+    return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks (no-op without a process group)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
