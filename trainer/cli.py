@@ -19,11 +19,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("trainer.data.prepare", "turn a raw interaction log into a dataset folder"),
     "synth": ("trainer.data.synth", "generate a synthetic interaction log with learnable structure"),
     "inspect": ("trainer.data.inspect", "print a dataset folder's manifest, lengths, popularity and splits"),
+    "train": ("trainer.train", "train a model (Hydra overrides; one process here, torchx for several)"),
+    "evaluate": ("trainer.evaluate", "full-ranking evaluation of a trained run on the valid or test split"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every subcommand's arguments."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; only ``command``'s module is imported (all of them when None, e.g. for tests)."""
     parser = argparse.ArgumentParser(
         prog="seqrec",
         description="Distributed trainer for sequential recommendation (PyTorch + TorchRec).",
@@ -31,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", "-v", action="store_true", help="show debug logs and full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
+        if command is not None and name != command:
+            sub.add_parser(name, help=help_text)
+            continue
         module = importlib.import_module(module_name)
         doc = (module.__doc__ or help_text).strip()
         cmd = sub.add_parser(name, help=help_text, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``seqrec`` console script."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in COMMANDS else "").parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

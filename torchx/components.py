@@ -1,0 +1,51 @@
+"""torchx components for seqrec.
+
+    torchx run -s local_cwd torchx/components.py:train -j 1x2 -- trainer.max_steps=100
+    torchx run -s local_cwd dist.ddp -j 1x2 --script trainer/train.py -- trainer.max_steps=100
+
+Both launch ``trainer/train.py`` on every rank through torchrun (gloo on CPU, nccl on GPU); the torchx app id
+becomes the run id, so all ranks share one run folder ``outputs/<experiment>/<app id>``.
+"""
+
+from __future__ import annotations
+
+import torchx.components.dist as dist_components
+import torchx.specs as specs
+
+
+def train(
+    *overrides: str,
+    j: str = "1x2",
+    name: str = "seqrec-train",
+    image: str = ".",
+    cpu: int = 2,
+    gpu: int = 0,
+    memMB: int = 8192,
+    omp_threads: int = 1,
+    max_retries: int = 0,
+) -> specs.AppDef:
+    """Train a seqrec model with DistributedModelParallel.
+
+    Args:
+        overrides: Hydra overrides passed to trainer/train.py, e.g. ``trainer.max_steps=100 model.dim=64``.
+        j: ``{nnodes}x{nproc_per_node}`` (e.g. 1x2: one machine, two ranks).
+        name: application name.
+        image: working directory (local_cwd) or container image.
+        cpu: CPUs per replica.
+        gpu: GPUs per replica (0 on CPU machines; ranks then use gloo).
+        memMB: memory per replica in MB.
+        omp_threads: OMP_NUM_THREADS per rank (torchrun's default of 1 suits 2 ranks on a 2-core machine).
+        max_retries: restarts of the whole job on failure (resume with trainer.resume=true).
+    """
+    return dist_components.ddp(
+        *overrides,
+        script="trainer/train.py",
+        image=image,
+        name=name,
+        cpu=cpu,
+        gpu=gpu,
+        memMB=memMB,
+        j=j,
+        env={"OMP_NUM_THREADS": str(omp_threads), "PYTHONUNBUFFERED": "1"},
+        max_retries=max_retries,
+    )

@@ -1,0 +1,413 @@
+"""The training loop: ``seqrec train`` / ``python -m trainer.train [overrides]`` / ``torchx run ... dist.ddp``.
+
+One file, read top to bottom: `Trainer` builds the loader, the sharded model and the optimizers from `TrainConfig`,
+then `train()` runs epochs of `train_step`s (TorchRec's `TrainPipelineSparseDist` overlaps the embedding
+all-to-all with compute; a plain loop is the fallback), evaluates on the validation split, keeps the best NDCG@10
+for early stopping, and writes DCP checkpoints (every N steps, at epoch ends, at the end and on SIGTERM).
+
+Launch unchanged on one process, on ``torchrun --nproc-per-node 2`` or
+``torchx run -s local_cwd dist.ddp -j 1x2 --script trainer/train.py -- trainer.max_steps=100``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script by torchx/torchrun: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+import torch.distributed as dist
+from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+
+from trainer import checkpoint
+from trainer.config import TrainConfig, load_config, resolve_negatives, to_yaml
+from trainer.data.batch import Batch
+from trainer.data.loader import LoaderConfig, build_loader
+from trainer.data.schema import Manifest, read_manifest
+from trainer.distributed import (
+    DistEnv,
+    all_reduce_sum,
+    base_lrs,
+    build_optimizer,
+    init_distributed,
+    lr_factor,
+    shard_model,
+    shutdown_distributed,
+)
+from trainer.errors import ConfigError, SeqrecError
+from trainer.evaluate import evaluate_model
+from trainer.model_factory import build_model
+
+log = logging.getLogger("seqrec.train")
+
+
+class Trainer:
+    """A checkpointable training run on this rank. Build with a validated `TrainConfig` and a `DistEnv`."""
+
+    def __init__(self, cfg: TrainConfig, env: DistEnv) -> None:
+        self.cfg, self.env = cfg, env
+        torch.manual_seed(cfg.trainer.seed)
+        self.manifest: Manifest = read_manifest(cfg.data.path)
+        self.run_dir = self._build_run_dir()
+        self.loader = self._build_loader("train", "causal", cfg.data.batch_size, shuffle=True)
+        self.steps_per_epoch = math.ceil(self.loader.dataset.num_batches() / cfg.optim.accumulate)
+        self.total_steps = cfg.trainer.max_steps or cfg.trainer.epochs * self.steps_per_epoch
+        self.model = shard_model(
+            build_model(cfg.model, self.manifest.num_items, cfg.data.max_len, torch.device("meta")),
+            env,
+            cfg.optim,
+            cfg.trainer.sharding,
+            cfg.data.batch_size,
+        )
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.base_lrs = base_lrs(self.optimizer)
+        self.pipeline = (
+            TrainPipelineSparseDist(self.model, self.optimizer, env.device, custom_model_fwd=self._forward)
+            if cfg.trainer.pipeline
+            else None
+        )
+        self.step = 0  # optimizer steps taken
+        self.epoch = 0
+        self.batches_done = 0  # batches of the current epoch already trained on (for exact resume)
+        self.best_ndcg = -1.0
+        self.evals_without_gain = 0
+        self.history: list[dict[str, Any]] = []
+        self.writer = self._build_writer()
+        self._stop_signal = False
+        self._load_initial_state()
+
+    # ----------------------------------------------------------------------------------------------- building
+    def _build_run_dir(self) -> Path:
+        """outputs/<experiment>/<run_id>: the torchx app id, else a timestamp chosen by rank 0 and broadcast."""
+        t = self.cfg.trainer
+        run_id = t.run_id or os.environ.get("TORCHELASTIC_RUN_ID", "")
+        if not run_id or run_id == "none":
+            chosen = [time.strftime("%Y%m%d-%H%M%S")]
+            if dist.is_initialized():
+                dist.broadcast_object_list(chosen, src=0)
+            run_id = chosen[0]
+        run_dir = Path(t.output_dir) / t.experiment / run_id
+        if self.env.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(to_yaml(self.cfg))
+        return run_dir
+
+    def _build_loader(self, split: str, kind: str, batch_size: int, shuffle: bool) -> Any:
+        d = self.cfg.data
+        config = LoaderConfig(
+            batch_size=batch_size,
+            max_len=d.max_len,
+            kind=kind,
+            split=split,
+            shuffle=shuffle,
+            seed=self.cfg.trainer.seed,
+            bucket_batches=d.bucket_batches,
+            negatives=resolve_negatives(self.cfg) if split == "train" else "none",
+            num_negatives=d.num_negatives,
+            popularity_alpha=d.popularity_alpha,
+            num_workers=d.num_workers,
+        )
+        return build_loader(d.path, config, self.env.rank, self.env.world_size)
+
+    def _build_writer(self) -> Any:
+        if not self.env.is_main:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(log_dir=str(self.run_dir / "tb"))
+
+    def _load_initial_state(self) -> None:
+        t = self.cfg.trainer
+        if t.resume:
+            ckpt = checkpoint.latest_checkpoint(self.run_dir)
+            if ckpt is None:
+                raise ConfigError(f"trainer.resume=true but {self.run_dir} has no complete checkpoint")
+            self._init_optimizer_state()
+            extra = checkpoint.load(ckpt, self.model, self.optimizer, expect=self._meta_expect())
+            if not extra:
+                world = checkpoint.read_meta(ckpt).get("world_size")
+                raise ConfigError(
+                    f"{ckpt}: written by {world} ranks, this run has {self.env.world_size}; exact resume needs the "
+                    "same world size (use trainer.init_from=<run> to fine-tune on another world size)"
+                )
+            self.load_state_dict(extra)
+            log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, self.step, self.epoch, self.batches_done)
+        elif t.init_from:
+            ckpt = checkpoint.latest_checkpoint(t.init_from)
+            if ckpt is None:
+                raise ConfigError(f"trainer.init_from={t.init_from}: no complete checkpoint there")
+            checkpoint.load(ckpt, self.model, None, expect=self._meta_expect())
+            log.info("initialised weights from %s (fresh optimizers and schedule)", ckpt)
+
+    def _init_optimizer_state(self) -> None:
+        """Dense Adam state is created lazily; create it now so DCP has tensors to load into (exact resume)."""
+        for _, opt in self.optimizer.optimizers:
+            if hasattr(opt, "init_state") and not hasattr(opt, "fused_optimizer"):
+                with contextlib.suppress(NotImplementedError):
+                    opt.init_state()
+
+    def _meta_expect(self) -> dict[str, Any]:
+        return {"model": self.cfg.model.name, "num_items": self.manifest.num_items, "dim": self.cfg.model.dim}
+
+    # ---------------------------------------------------------------------------------------------- the loop
+    def _forward(self, batch: Batch | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Model forward, under bf16 autocast when configured (used by the pipeline and the plain loop)."""
+        with torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=self.cfg.trainer.bf16):
+            loss, logs = self.model(batch)
+        return loss.float(), logs
+
+    def _set_lr(self) -> float:
+        factor = lr_factor(self.step, self.cfg.optim, self.total_steps)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+        return self.base_lrs[-1] * factor
+
+    def train_step(self, batches: Iterator[Batch]) -> dict[str, torch.Tensor] | None:
+        """One optimizer step (``optim.accumulate`` micro-batches in the plain loop); None when the epoch ends."""
+        if self.pipeline is not None:
+            try:
+                logs = self.pipeline.progress(batches)
+            except StopIteration:
+                return None
+            self.batches_done += 1
+            return logs
+        self.optimizer.zero_grad()
+        logs: dict[str, torch.Tensor] | None = None
+        for _ in range(self.cfg.optim.accumulate):
+            batch = next(batches, None)
+            if batch is None:
+                break
+            loss, logs = self._forward(batch.to(self.env.device))
+            (loss / self.cfg.optim.accumulate).backward()
+            self.batches_done += 1
+        if logs is None:
+            return None
+        self.optimizer.step()
+        return logs
+
+    def train(self) -> dict[str, Any]:
+        """Run to the end (epochs, max_steps, early stopping or SIGTERM); returns the final metrics."""
+        t = self.cfg.trainer
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
+        try:
+            while self.epoch < t.epochs and not self._finished():
+                self._train_epoch()
+                if self._stopping() or self._finished():
+                    break
+                self.epoch += 1
+                self.batches_done = 0
+                if self._evaluate_and_check():
+                    break
+                self.save_checkpoint()
+            results = self._final_results()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            if self.writer is not None:
+                self.writer.close()
+        return results
+
+    def _train_epoch(self) -> None:
+        self.loader.dataset.set_epoch(self.epoch)
+        if self.batches_done:
+            self.loader.dataset.skip_batches(self.batches_done)
+        batches = iter(self.loader)
+        show = self.env.is_main and self.cfg.trainer.progress
+        bar = _progress(self.steps_per_epoch, f"epoch {self.epoch}", show, initial=self.batches_done)
+        window_start, window_seqs = time.perf_counter(), 0
+        self.model.train()
+        while not self._finished():
+            self._set_lr()
+            logs = self.train_step(batches)
+            if logs is None:
+                break
+            self.step += 1
+            window_seqs += int(logs.get("batch_size", torch.tensor(0)))
+            bar.update(1)
+            if self.step % self.cfg.trainer.log_every == 0 or self.step == 1:
+                elapsed = time.perf_counter() - window_start
+                self._log_scalars(logs, window_seqs / max(elapsed, 1e-9), bar)
+                window_start, window_seqs = time.perf_counter(), 0
+            if self.cfg.trainer.checkpoint_every and self.step % self.cfg.trainer.checkpoint_every == 0:
+                self.save_checkpoint()
+            if self._stopping():
+                log.warning("SIGTERM received: checkpointing at step %d and stopping", self.step)
+                self.save_checkpoint()
+                break
+        bar.close()
+
+    def _log_scalars(self, logs: dict[str, torch.Tensor], seqs_per_s: float, bar: Any) -> None:
+        loss = float(logs["loss"])
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        if self.writer is None:
+            return
+        self.writer.add_scalar("train/loss", loss, self.step)
+        self.writer.add_scalar("train/lr", self.optimizer.param_groups[-1]["lr"], self.step)
+        self.writer.add_scalar("train/sequences_per_s_rank0", seqs_per_s, self.step)
+
+    def _finished(self) -> bool:
+        return bool(self.cfg.trainer.max_steps) and self.step >= self.cfg.trainer.max_steps
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self._stop_signal = True
+
+    def _stopping(self) -> bool:
+        """Did any rank get SIGTERM? (all ranks must agree, since checkpointing is collective)."""
+        flag = all_reduce_sum(torch.tensor([float(self._stop_signal)]))
+        self._stop_signal = bool(flag.item() > 0)
+        return self._stop_signal
+
+    # ------------------------------------------------------------------------------------------- evaluation
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Full-ranking metrics on ``split`` over every user (reduced across ranks)."""
+        if self.pipeline is not None:
+            self.pipeline.detach()  # calling the DMP model directly needs the original forwards back
+        loader = self._build_loader(split, "last", self.cfg.data.eval_batch_size, shuffle=False)
+        per_user = self.run_dir / f"per_user_{split}.parquet" if self.cfg.eval.per_user else None
+        metrics = evaluate_model(
+            self.model, loader, self.manifest, self.cfg.eval, self.env, per_user_path=per_user, progress=False
+        )
+        self.model.train()
+        return metrics
+
+    def _evaluate_and_check(self) -> bool:
+        """Validate every ``eval_every_epochs``; returns True when early stopping says stop."""
+        t = self.cfg.trainer
+        if t.eval_every_epochs <= 0 or self.epoch % t.eval_every_epochs != 0:
+            return False
+        metrics = self.evaluate(t.eval_split)
+        ndcg = metrics["ndcg@10"]
+        self.history.append({"epoch": self.epoch, "step": self.step, **metrics})
+        if self.writer is not None:
+            for name, value in metrics.items():
+                self.writer.add_scalar(f"{t.eval_split}/{name}", value, self.step)
+        log.info("epoch %d step %d %s: %s", self.epoch, self.step, t.eval_split, _fmt(metrics))
+        if ndcg > self.best_ndcg:
+            self.best_ndcg, self.evals_without_gain = ndcg, 0
+            return False
+        self.evals_without_gain += 1
+        if t.early_stopping_patience and self.evals_without_gain >= t.early_stopping_patience:
+            log.info("early stopping: no NDCG@10 gain in %d evaluations", self.evals_without_gain)
+            return True
+        return False
+
+    def _final_results(self) -> dict[str, Any]:
+        self.save_checkpoint()
+        results: dict[str, Any] = {"run_dir": str(self.run_dir), "steps": self.step, "epochs": self.epoch}
+        results["history"] = self.history
+        if self.cfg.trainer.test_at_end and not self._stop_signal:
+            results["valid"] = self.evaluate("valid")
+            results["test"] = self.evaluate("test")
+            log.info("test: %s", _fmt(results["test"]))
+        if self.env.is_main:
+            (self.run_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        return results
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Per-rank loop state (model and optimizer state go through DCP)."""
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batches_done": self.batches_done,
+            "best_ndcg": self.best_ndcg,
+            "evals_without_gain": self.evals_without_gain,
+            "history": json.dumps(self.history),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.epoch, self.batches_done = state["step"], state["epoch"], state["batches_done"]
+        self.best_ndcg, self.evals_without_gain = state["best_ndcg"], state["evals_without_gain"]
+        self.history = json.loads(state["history"])
+        checkpoint.set_rng_state(state["rng"])
+
+    def save_checkpoint(self) -> None:
+        ckpt = checkpoint.checkpoint_dir(self.run_dir, self.step)
+        if (ckpt / checkpoint.META).is_file():
+            return
+        meta = {**self._meta_expect(), "world_size": self.env.world_size, "step": self.step, "epoch": self.epoch}
+        checkpoint.save(ckpt, self.model, self.optimizer, self.state_dict(), meta, keep=self.cfg.trainer.keep_checkpoints)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _progress(total: int, desc: str, enabled: bool, initial: int = 0) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, initial=initial, dynamic_ncols=True, leave=False)
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+
+
+def run_training(cfg: TrainConfig) -> dict[str, Any]:
+    """Join the process group, train, and leave it; the function every entry point calls."""
+    env = init_distributed()
+    try:
+        if not env.is_main:
+            logging.getLogger().setLevel(logging.WARNING)  # rank-0 logs only
+        return Trainer(cfg, env).train()
+    finally:
+        shutdown_distributed()
+
+
+def add_arguments(parser: Any) -> None:
+    """``seqrec train`` arguments: Hydra overrides."""
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="Hydra overrides, e.g. data.path=data/ml1m trainer.epochs=20 model.loss=sampled_softmax "
+        "(experiment=sasrec_ml1m picks a frozen reproduction); see `python -m trainer.train --help` for every key",
+    )
+
+
+def run(args: Any) -> int:
+    """``seqrec train``: train in this process (world size 1, or the torchrun/torchx rank it was started as)."""
+    results = run_training(load_config(args.overrides))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"run folder: {results['run_dir']}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m trainer.train [hydra overrides]``: the script torchx/torchrun launch on every rank."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        print("Configuration (override any key as section.key=value):\n")
+        print(to_yaml(load_config([])))
+        return 0
+    verbose = "--verbose" in argv
+    argv = [a for a in argv if a != "--verbose"]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        results = run_training(load_config(argv))
+    except SeqrecError as exc:
+        if verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"run folder: {results['run_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
