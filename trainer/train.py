@@ -83,6 +83,7 @@ class Trainer:
         self.best_ndcg = -1.0
         self.evals_without_gain = 0
         self.history: list[dict[str, Any]] = []
+        self.losses: list[float] = []  # this rank's loss per step (tests compare curves: resume, pipeline, ranks)
         self.writer = self._build_writer()
         self._stop_signal = False
         self._load_initial_state()
@@ -233,7 +234,8 @@ class Trainer:
             if logs is None:
                 break
             self.step += 1
-            window_seqs += int(logs.get("batch_size", torch.tensor(0)))
+            self.losses.append(float(logs["loss"]))
+            window_seqs += int(logs.get("num_sequences", torch.tensor(0)))
             bar.update(1)
             if self.step % self.cfg.trainer.log_every == 0 or self.step == 1:
                 elapsed = time.perf_counter() - window_start
@@ -306,6 +308,7 @@ class Trainer:
         self.save_checkpoint()
         results: dict[str, Any] = {"run_dir": str(self.run_dir), "steps": self.step, "epochs": self.epoch}
         results["history"] = self.history
+        results["train_losses"] = self.losses
         if self.cfg.trainer.test_at_end and not self._stop_signal:
             results["valid"] = self.evaluate("valid")
             results["test"] = self.evaluate("test")
@@ -324,12 +327,14 @@ class Trainer:
             "best_ndcg": self.best_ndcg,
             "evals_without_gain": self.evals_without_gain,
             "history": json.dumps(self.history),
+            "losses": json.dumps(self.losses),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.epoch, self.batches_done = state["step"], state["epoch"], state["batches_done"]
         self.best_ndcg, self.evals_without_gain = state["best_ndcg"], state["evals_without_gain"]
         self.history = json.loads(state["history"])
+        self.losses = json.loads(state["losses"])
         checkpoint.set_rng_state(state["rng"])
 
     def save_checkpoint(self) -> None:
