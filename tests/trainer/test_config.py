@@ -1,0 +1,74 @@
+"""Every config in configs/ composes; typos and bad combinations are errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainer.config import CONFIG_DIR, OptimConfig, TrainConfig, from_dict, load_config, to_yaml
+from trainer.distributed import lr_factor
+from trainer.errors import ConfigError
+
+
+def _group_files() -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for path in sorted(Path(CONFIG_DIR).rglob("*.yaml")):
+        rel = path.relative_to(CONFIG_DIR)
+        if len(rel.parts) == 2:
+            groups.setdefault(rel.parts[0], []).append(rel.stem)
+    return groups
+
+
+def test_every_config_file_composes() -> None:
+    groups = _group_files()
+    composed = 1
+    load_config([])
+    for group, names in groups.items():
+        for name in names:
+            cfg = load_config([f"{group}={name}"])
+            assert isinstance(cfg, TrainConfig)
+            composed += 1
+    total = len(list(Path(CONFIG_DIR).rglob("*.yaml")))
+    assert composed == total, f"composed {composed} of {total} config files"
+    assert {"model", "data", "optim", "experiment"} <= set(groups)
+
+
+def test_overrides_apply_and_round_trip() -> None:
+    cfg = load_config(["trainer.max_steps=7", "model.dim=32", "eval.ks=[5,10]"])
+    assert cfg.trainer.max_steps == 7 and cfg.model.dim == 32 and cfg.eval.ks == [5, 10]
+    assert "max_steps: 7" in to_yaml(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["trainer.stpes=5"], "stpes"),
+        (["+trainer.stpes=5"], "stpes"),
+        (["model.dim=abc"], "model.dim"),
+        (["model.loss=nope"], "model.loss"),
+        (["model.loss=bce", "data.negatives=none"], "data.negatives"),
+        (["model.dim=30", "model.num_heads=4"], "model.num_heads"),
+        (["optim.accumulate=2"], "trainer.pipeline=false"),
+        (["trainer.resume=true", "trainer.init_from=x"], "trainer.init_from"),
+        (["experiment=does_not_exist"], "experiment/does_not_exist"),
+        (["eval.ks=[5]"], "eval.ks"),
+    ],
+)
+def test_bad_config_is_one_clear_error(overrides: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.").replace("[", r"\[")):
+        load_config(overrides)
+
+
+def test_from_dict_rejects_unknown_section() -> None:
+    with pytest.raises(ConfigError, match="tranier"):
+        from_dict({"tranier": {"epochs": 1}})
+
+
+def test_lr_schedule_warmup_then_cosine() -> None:
+    optim = OptimConfig(warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
+    assert lr_factor(0, optim, 110) == pytest.approx(0.1)
+    assert lr_factor(9, optim, 110) == pytest.approx(1.0)
+    assert lr_factor(60, optim, 110) == pytest.approx(0.55)  # half-way through the cosine
+    assert lr_factor(110, optim, 110) == pytest.approx(0.1)
+    assert lr_factor(50, OptimConfig(warmup_steps=0, schedule="constant"), 100) == 1.0
