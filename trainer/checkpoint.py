@@ -123,9 +123,13 @@ def load(
     if optimizer is not None:
         state["optim"] = optimizer.state_dict()
     try:
-        dcp.load(state, checkpoint_id=str(ckpt), planner=DefaultLoadPlanner(allow_partial_load=optimizer is None))
+        dcp.load(
+            state, checkpoint_id=str(ckpt), planner=DefaultLoadPlanner(allow_partial_load=optimizer is None)
+        )
     except Exception as exc:  # DCP wraps per-rank failures; surface the first line
-        raise ConfigError(f"{ckpt}: cannot load checkpoint into this model ({str(exc).splitlines()[0]})") from exc
+        raise ConfigError(
+            f"{ckpt}: cannot load checkpoint into this model ({str(exc).splitlines()[0]})"
+        ) from exc
     model.load_state_dict(state["model"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optim"])

@@ -38,8 +38,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             continue
         module = importlib.import_module(module_name)
         doc = (module.__doc__ or help_text).strip()
-        cmd = sub.add_parser(name, help=help_text, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-        cmd.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        cmd = sub.add_parser(
+            name, help=help_text, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        cmd.add_argument(
+            "--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser

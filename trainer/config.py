@@ -20,7 +20,13 @@ from trainer.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 LOSSES = ("softmax", "sampled_softmax", "bce", "bpr", "gbce")
-LOSS_NEGATIVES = {"softmax": "none", "sampled_softmax": "popularity", "bce": "uniform", "bpr": "uniform", "gbce": "uniform"}
+LOSS_NEGATIVES = {
+    "softmax": "none",
+    "sampled_softmax": "popularity",
+    "bce": "uniform",
+    "bpr": "uniform",
+    "gbce": "uniform",
+}
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -118,7 +124,9 @@ class TrainConfig:
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
 
 
-def load_config(overrides: Sequence[str] = (), config_dir: str | Path = CONFIG_DIR, name: str = "train") -> TrainConfig:
+def load_config(
+    overrides: Sequence[str] = (), config_dir: str | Path = CONFIG_DIR, name: str = "train"
+) -> TrainConfig:
     """Compose ``configs/<name>.yaml`` with Hydra overrides and return a validated `TrainConfig`."""
     from hydra import compose, initialize_config_dir
     from hydra.core.config_store import ConfigStore
@@ -185,7 +193,10 @@ def validate(cfg: TrainConfig) -> None:
             m.loss == "softmax" or resolve_negatives(cfg) != "none",
             f"model.loss={m.loss} needs negatives; set data.negatives=uniform|popularity|in_batch (or auto)",
         ),
-        (o.sparse_optimizer in ("adam", "rowwise_adagrad", "sgd"), "optim.sparse_optimizer: adam|rowwise_adagrad|sgd"),
+        (
+            o.sparse_optimizer in ("adam", "rowwise_adagrad", "sgd"),
+            "optim.sparse_optimizer: adam|rowwise_adagrad|sgd",
+        ),
         (o.schedule in ("cosine", "constant"), "optim.schedule must be cosine or constant"),
         (o.accumulate >= 1, "optim.accumulate must be >= 1"),
         (
@@ -196,7 +207,10 @@ def validate(cfg: TrainConfig) -> None:
         (t.sharding in ("auto", "table_wise", "row_wise", "column_wise"), "trainer.sharding is unknown"),
         (t.eval_split in ("valid", "test"), "trainer.eval_split must be valid or test"),
         (not (t.resume and t.init_from), "trainer.resume and trainer.init_from exclude each other; set one"),
-        (all(k >= 1 for k in e.ks) and 10 in e.ks, "eval.ks must be positive and include 10 (early stopping)"),
+        (
+            all(k >= 1 for k in e.ks) and 10 in e.ks,
+            "eval.ks must be positive and include 10 (early stopping)",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -73,7 +73,9 @@ def init_distributed(timeout_s: int = 600) -> DistEnv:
     else:
         device, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s))
+        dist.init_process_group(
+            backend, rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s)
+        )
     return DistEnv(rank, world_size, local_rank, device, backend)
 
 
@@ -91,7 +93,12 @@ def _constraints(model: nn.Module, sharding: str, device: torch.device) -> dict[
         allowed.append(ShardingType.DATA_PARALLEL.value)
     if sharding != "auto":
         allowed = [sharding]
-    tables = [cfg.name for m in model.modules() if isinstance(m, EmbeddingCollection) for cfg in m.embedding_configs()]
+    tables = [
+        cfg.name
+        for m in model.modules()
+        if isinstance(m, EmbeddingCollection)
+        for cfg in m.embedding_configs()
+    ]
     return {name: ParameterConstraints(sharding_types=allowed) for name in tables}
 
 
@@ -111,11 +118,18 @@ def shard_model(
     sharder = EmbeddingCollectionSharder(fused_params=fused_params)
     topology = Topology(world_size=env.world_size, compute_device=env.device.type)
     planner = EmbeddingShardingPlanner(
-        topology=topology, batch_size=batch_size, constraints=_constraints(model, sharding, env.device), debug=False
+        topology=topology,
+        batch_size=batch_size,
+        constraints=_constraints(model, sharding, env.device),
+        debug=False,
     )
     plan = planner.collective_plan(model, [sharder], dist.GroupMember.WORLD)
     return DistributedModelParallel(
-        model, env=ShardingEnv.from_process_group(dist.GroupMember.WORLD), device=env.device, plan=plan, sharders=[sharder]
+        model,
+        env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
+        device=env.device,
+        plan=plan,
+        sharders=[sharder],
     )
 
 
@@ -125,7 +139,9 @@ class _ClippedAdamW(KeyedOptimizerWrapper):
     def __init__(self, params: dict[str, nn.Parameter], optim: OptimConfig) -> None:
         super().__init__(
             params,
-            lambda ps: torch.optim.AdamW(ps, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay),
+            lambda ps: torch.optim.AdamW(
+                ps, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay
+            ),
         )
         self._clip = optim.grad_clip
         self._params = list(params.values())

@@ -38,7 +38,9 @@ class SeenIndex:
     """
 
     def __init__(self, folder: str | Path, split: str) -> None:
-        table = pq.read_table(Path(folder) / SEQUENCES, columns=["user_idx", "items", "train_end", "valid_end"])
+        table = pq.read_table(
+            Path(folder) / SEQUENCES, columns=["user_idx", "items", "train_end", "valid_end"]
+        )
         items = table.column("items").combine_chunks()
         offsets = items.offsets.to_numpy().astype(np.int64)
         flat = items.values.to_numpy().astype(np.int64)
@@ -103,7 +105,9 @@ def evaluate_model(
     sampled = cfg.sampled_negatives > 0
     acc = MetricAccumulator(
         ks=cfg.ks,
-        metrics=("ndcg", "hr", "recall", "mrr", "map") if sampled else ("ndcg", "hr", "recall", "mrr", "map", "coverage"),
+        metrics=("ndcg", "hr", "recall", "mrr", "map")
+        if sampled
+        else ("ndcg", "hr", "recall", "mrr", "map", "coverage"),
         num_items=manifest.num_items,
         keep_per_user=per_user_path is not None,
     )
@@ -123,12 +127,16 @@ def evaluate_model(
             acc.update(sampled_ranks(queries, items, target, negatives))
         else:
             mask = seen if cfg.filter_seen else None
-            ranks = target_ranks(queries, items, (targets.values(), targets.offsets()), mask, cfg.item_chunk).rank
+            ranks = target_ranks(
+                queries, items, (targets.values(), targets.offsets()), mask, cfg.item_chunk
+            ).rank
             _, top_ids = topk_full_ranking(queries, items, max(cfg.ks), mask, cfg.item_chunk)
             acc.update(ranks, targets.offsets(), topk_ids=top_ids)
         users.append(batch.user_idx.cpu())
     if per_user_path is not None:
-        _write_per_user(per_user_path, env, torch.cat(users) if users else torch.empty(0, dtype=torch.int64), acc)
+        _write_per_user(
+            per_user_path, env, torch.cat(users) if users else torch.empty(0, dtype=torch.int64), acc
+        )
     acc.all_reduce()
     model.train(was_training)
     metrics = acc.compute()
@@ -149,7 +157,9 @@ def _write_per_user(path: Path, env: DistEnv, users: torch.Tensor, acc: MetricAc
 def add_arguments(parser: Any) -> None:
     """``seqrec evaluate`` arguments."""
     parser.add_argument("run", help="run folder (outputs/<experiment>/<run_id>) or one of its checkpoints")
-    parser.add_argument("--split", choices=("valid", "test"), default="test", help="which targets (default: test)")
+    parser.add_argument(
+        "--split", choices=("valid", "test"), default="test", help="which targets (default: test)"
+    )
     parser.add_argument(
         "overrides",
         nargs="*",
@@ -184,7 +194,11 @@ def run(args: Any) -> int:
         )
         checkpoint.load(ckpt, model, None, expect={"model": cfg.model.name, "num_items": manifest.num_items})
         loader_cfg = LoaderConfig(
-            batch_size=cfg.data.eval_batch_size, max_len=cfg.data.max_len, kind="last", split=args.split, shuffle=False
+            batch_size=cfg.data.eval_batch_size,
+            max_len=cfg.data.max_len,
+            kind="last",
+            split=args.split,
+            shuffle=False,
         )
         loader = build_loader(cfg.data.path, loader_cfg, env.rank, env.world_size)
         per_user = run_dir / f"per_user_{args.split}.parquet" if cfg.eval.per_user else None

@@ -11,25 +11,29 @@ from trainer.errors import ConfigError
 MODELS = ("sasrec",)
 
 
-def build_model(cfg: ModelConfig, num_items: int, max_len: int, device: torch.device | None = None) -> nn.Module:
+def build_model(
+    cfg: ModelConfig, num_items: int, max_len: int, device: torch.device | None = None
+) -> nn.Module:
     """The model named by ``cfg.name`` for a catalogue of ``num_items`` items (tables on ``device``, e.g. meta)."""
     if cfg.name == "sasrec":
         from modules.sasrec import SASRec, SASRecConfig
 
-        return SASRec(
-            SASRecConfig(
-                num_items=num_items,
-                max_len=max_len,
-                dim=cfg.dim,
-                num_blocks=cfg.num_blocks,
-                num_heads=cfg.num_heads,
-                dropout=cfg.dropout,
-                attn_backend=cfg.attn_backend,
-                loss=cfg.loss,
-                tie_weights=cfg.tie_weights,
-                gbce_t=cfg.gbce_t,
-                temperature=cfg.temperature,
-            ),
-            device=device,
+        config = SASRecConfig(
+            num_items=num_items,
+            max_len=max_len,
+            dim=cfg.dim,
+            num_blocks=cfg.num_blocks,
+            num_heads=cfg.num_heads,
+            dropout=cfg.dropout,
+            attn_backend=cfg.attn_backend,
+            loss=cfg.loss,
+            tie_weights=cfg.tie_weights,
+            gbce_t=cfg.gbce_t,
+            temperature=cfg.temperature,
         )
+        try:
+            config.validate()
+        except ValueError as exc:  # modules/ cannot raise our error types
+            raise ConfigError(str(exc)) from exc
+        return SASRec.from_config(config, device=device)
     raise ConfigError(f"model.name={cfg.name!r} is unknown; choose one of {MODELS}")

@@ -83,7 +83,9 @@ class Trainer:
         self.best_ndcg = -1.0
         self.evals_without_gain = 0
         self.history: list[dict[str, Any]] = []
-        self.losses: list[float] = []  # this rank's loss per step (tests compare curves: resume, pipeline, ranks)
+        self.losses: list[
+            float
+        ] = []  # this rank's loss per step (tests compare curves: resume, pipeline, ranks)
         self.writer = self._build_writer()
         self._stop_signal = False
         self._load_initial_state()
@@ -143,7 +145,13 @@ class Trainer:
                     "same world size (use trainer.init_from=<run> to fine-tune on another world size)"
                 )
             self.load_state_dict(extra)
-            log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, self.step, self.epoch, self.batches_done)
+            log.info(
+                "resumed from %s at step %d (epoch %d, batch %d)",
+                ckpt,
+                self.step,
+                self.epoch,
+                self.batches_done,
+            )
         elif t.init_from:
             ckpt = checkpoint.latest_checkpoint(t.init_from)
             if ckpt is None:
@@ -341,8 +349,15 @@ class Trainer:
         ckpt = checkpoint.checkpoint_dir(self.run_dir, self.step)
         if (ckpt / checkpoint.META).is_file():
             return
-        meta = {**self._meta_expect(), "world_size": self.env.world_size, "step": self.step, "epoch": self.epoch}
-        checkpoint.save(ckpt, self.model, self.optimizer, self.state_dict(), meta, keep=self.cfg.trainer.keep_checkpoints)
+        meta = {
+            **self._meta_expect(),
+            "world_size": self.env.world_size,
+            "step": self.step,
+            "epoch": self.epoch,
+        }
+        checkpoint.save(
+            ckpt, self.model, self.optimizer, self.state_dict(), meta, keep=self.cfg.trainer.keep_checkpoints
+        )
 
 
 def _main_thread() -> bool:
@@ -401,7 +416,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     verbose = "--verbose" in argv
     argv = [a for a in argv if a != "--verbose"]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     try:
         results = run_training(load_config(argv))
     except SeqrecError as exc:

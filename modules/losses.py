@@ -1,0 +1,207 @@
+"""Training losses for next-item prediction, as pure functions returning a scalar mean over targets.
+
+Shapes: T targets, D width; ``query: (T, D)`` (one row per target), ``positive: (T, D)``; negatives are either
+a shared pool ``(S, D)`` scored against every query or per-target ``(T, n, D)``. Each loss has a logit-level
+form (``*_from_logits``) that models call when they can compute scores more cheaply than by materialising
+per-target negative embeddings (e.g. per-example negatives with a batched matmul).
+
+* `softmax_loss` -- cross entropy over the whole catalogue; row 0 of the ``(N + 1, D)`` table (padding) is
+  never a class.
+* `sampled_softmax_loss` -- cross entropy over ``{positive} + negatives``; subtracts ``log q`` (logQ
+  correction) when given and drops "accidental hits" (a negative with the positive's id).
+* `bce_loss` -- original SASRec: ``-log s(pos) - sum_j log(1 - s(neg_j))``.
+* `bpr_loss` -- ``-log s(pos - neg_j)``, mean over negatives.
+* `gbce_loss` -- gSASRec's generalised BCE: the positive term raised to the power beta, see `gbce_beta`.
+
+Per-target terms are summed over its negatives (``bpr`` averages them) and averaged over targets, so ``gbce``
+with ``t = 0`` is exactly ``bce``. (gSASRec's reference code averages over the ``1 + n`` logits instead,
+a constant factor.) Given ids, every loss drops "accidental hits": sampled negatives equal to the target.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def scores(query: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Dot products: ``(T, D) x (S, D) -> (T, S)`` for a shared pool, ``(T, D) x (T, n, D) -> (T, n)``."""
+    if items.dim() == 2:
+        return query @ items.T
+    return torch.einsum("td,tnd->tn", query, items)
+
+
+def softmax_loss(query: torch.Tensor, table: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
+    """Full cross entropy: logits ``query @ table.T`` over ids ``0..N`` with id 0 (padding) masked out."""
+    logits = query @ table.T
+    padding = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    padding[0] = True
+    return F.cross_entropy(logits.masked_fill(padding, float("-inf")), target_ids.to(torch.int64))
+
+
+def sampled_softmax_loss(
+    query: torch.Tensor,
+    positive: torch.Tensor,
+    negatives: torch.Tensor,
+    positive_ids: torch.Tensor | None = None,
+    negative_ids: torch.Tensor | None = None,
+    positive_logq: torch.Tensor | None = None,
+    negative_logq: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sampled softmax over ``{positive} + negatives`` (``(S, D)`` shared or ``(T, n, D)``); see `*_from_logits`."""
+    return sampled_softmax_from_logits(
+        (query * positive).sum(-1),
+        scores(query, negatives),
+        positive_ids,
+        negative_ids,
+        positive_logq,
+        negative_logq,
+    )
+
+
+def sampled_softmax_from_logits(
+    pos_logits: torch.Tensor,
+    neg_logits: torch.Tensor,
+    positive_ids: torch.Tensor | None = None,
+    negative_ids: torch.Tensor | None = None,
+    positive_logq: torch.Tensor | None = None,
+    negative_logq: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Cross entropy with the positive as class 0: ``pos_logits: (T,)``, ``neg_logits: (T, S)``.
+
+    ``*_logq`` (``(T,)`` and ``(S,)`` or ``(T, S)``; None or empty = no correction) are subtracted from the
+    logits. Negatives whose id equals the target's (``negative_ids: (S,)`` or ``(T, S)``) are masked out.
+    """
+    if _given(positive_logq):
+        pos_logits = pos_logits - positive_logq
+    if _given(negative_logq):
+        neg_logits = neg_logits - negative_logq
+    if positive_ids is not None and negative_ids is not None:
+        neg_logits = neg_logits.masked_fill(
+            _hits(positive_ids, negative_ids, neg_logits.shape), float("-inf")
+        )
+    logits = torch.cat([pos_logits[:, None], neg_logits], dim=1)
+    return (torch.logsumexp(logits, dim=1) - pos_logits).mean()
+
+
+def bce_loss(
+    query: torch.Tensor,
+    positive: torch.Tensor,
+    negatives: torch.Tensor,
+    positive_ids: torch.Tensor | None = None,
+    negative_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """SASRec's binary cross entropy; ``negatives: (S, D)`` shared or ``(T, n, D)``; ids drop accidental hits."""
+    return bce_from_logits((query * positive).sum(-1), scores(query, negatives), positive_ids, negative_ids)
+
+
+def bce_from_logits(
+    pos_logits: torch.Tensor,
+    neg_logits: torch.Tensor,
+    positive_ids: torch.Tensor | None = None,
+    negative_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``mean_t [-log s(pos_t) - sum_j log(1 - s(neg_tj))]``; ``pos_logits: (T,)``, ``neg_logits: (T, n)``.
+
+    A negative with the target's id (``negative_ids: (n,)`` shared or ``(T, n)``) contributes nothing.
+    """
+    return (F.softplus(-pos_logits) + _negative_terms(neg_logits, positive_ids, negative_ids).sum(-1)).mean()
+
+
+def bpr_loss(
+    query: torch.Tensor,
+    positive: torch.Tensor,
+    negatives: torch.Tensor,
+    positive_ids: torch.Tensor | None = None,
+    negative_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Bayesian personalised ranking; ``negatives: (S, D)`` shared or ``(T, n, D)``; ids drop accidental hits."""
+    return bpr_from_logits((query * positive).sum(-1), scores(query, negatives), positive_ids, negative_ids)
+
+
+def bpr_from_logits(
+    pos_logits: torch.Tensor,
+    neg_logits: torch.Tensor,
+    positive_ids: torch.Tensor | None = None,
+    negative_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``mean_t mean_j -log s(pos_t - neg_tj)`` over the negatives that are not accidental hits."""
+    terms = F.softplus(neg_logits - pos_logits[:, None])
+    if positive_ids is None or negative_ids is None:
+        return terms.mean()
+    kept = ~_hits(positive_ids, negative_ids, terms.shape)
+    return ((terms * kept).sum(-1) / kept.sum(-1).clamp(min=1)).mean()
+
+
+def gbce_beta(num_negatives: int, num_items: int, t: float) -> float:
+    """gSASRec's beta: ``alpha * (t * (1 - 1/alpha) + 1/alpha)`` with ``alpha = num_negatives / (num_items - 1)``.
+
+    ``t = 0`` gives beta = 1 (plain BCE); ``t = 1`` gives beta = alpha, which calibrates the positive's
+    probability to the full catalogue despite negative sampling.
+    """
+    if num_negatives < 1 or num_items < 2:
+        raise ValueError(
+            f"gBCE needs num_negatives >= 1 and num_items >= 2, got {num_negatives}, {num_items}"
+        )
+    alpha = num_negatives / (num_items - 1)
+    return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+
+
+def gbce_positive_logit(pos_logits: torch.Tensor, beta: float) -> torch.Tensor:
+    """The paper's transformed positive logit ``s'`` with ``sigmoid(s') = sigmoid(s) ** beta``.
+
+    ``s' = -log(sigmoid(s) ** -beta - 1)``. `gbce_from_logits` uses the closed form of ``BCE(s', 1)``
+    (``beta * softplus(-s)``), which is identical but keeps finite gradients where ``sigmoid(s)`` rounds to 1.
+    """
+    return -torch.log(torch.expm1(-beta * F.logsigmoid(pos_logits)))
+
+
+def gbce_from_logits(
+    pos_logits: torch.Tensor,
+    neg_logits: torch.Tensor,
+    num_items: int,
+    t: float,
+    positive_ids: torch.Tensor | None = None,
+    negative_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``mean_t [-beta log s(pos_t) - sum_j log(1 - s(neg_tj))]``, beta from `gbce_beta` with n = ``neg_logits.shape[-1]``.
+
+    Accidental hits are dropped as in `bce_from_logits`; they matter in small catalogues, where a
+    down-weighted positive (beta < 1) would otherwise be pushed down by its own copy among the negatives.
+    """
+    beta = gbce_beta(neg_logits.shape[-1], num_items, t)
+    negative = _negative_terms(neg_logits, positive_ids, negative_ids).sum(-1)
+    return (beta * F.softplus(-pos_logits) + negative).mean()
+
+
+def gbce_loss(
+    query: torch.Tensor,
+    positive: torch.Tensor,
+    negatives: torch.Tensor,
+    num_items: int,
+    t: float,
+    positive_ids: torch.Tensor | None = None,
+    negative_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """gSASRec's generalised BCE; ``negatives: (S, D)`` shared or ``(T, n, D)``; ids drop accidental hits."""
+    logits = scores(query, negatives)
+    return gbce_from_logits((query * positive).sum(-1), logits, num_items, t, positive_ids, negative_ids)
+
+
+def _negative_terms(
+    neg_logits: torch.Tensor, positive_ids: torch.Tensor | None, negative_ids: torch.Tensor | None
+) -> torch.Tensor:
+    """``-log(1 - s(neg))`` per negative, 0 for accidental hits."""
+    terms = F.softplus(neg_logits)
+    if positive_ids is None or negative_ids is None:
+        return terms
+    return terms.masked_fill(_hits(positive_ids, negative_ids, terms.shape), 0.0)
+
+
+def _hits(positive_ids: torch.Tensor, negative_ids: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``(T, n)`` True where a negative is the target itself; ``negative_ids`` is ``(n,)`` or ``(T, n)``."""
+    return (negative_ids == positive_ids[:, None]).expand(shape)
+
+
+def _given(logq: torch.Tensor | None) -> bool:
+    return logq is not None and logq.numel() > 0

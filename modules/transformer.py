@@ -1,0 +1,123 @@
+"""Pre-LayerNorm transformer block with hand-written multi-head attention.
+
+The block follows the corrected SASRec reference (pmixer/SASRec.pytorch, ``norm_first``)::
+
+    x = x + Dropout(MHA(LN(x)))
+    x = x + FFN(LN(x)),   FFN = Linear -> ReLU|GELU -> Dropout -> Linear -> Dropout
+
+Attention is written here rather than taken from `torch.nn.MultiheadAttention` so that every projection is a
+plain `nn.Linear`: `torch.ao.quantization.quantize_dynamic` then quantises all of them (the built-in module's
+packed in-projection stays float), and the kernel is chosen by `modules.attention.attention`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from modules.attention import BACKENDS, attention
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+class MultiHeadAttention(nn.Module):
+    """Self-attention over ``x: (B, L, D)`` with one fused ``qkv`` projection and an output projection.
+
+    Args:
+        dim: model width D (divisible by ``num_heads``).
+        num_heads: attention heads H; each has width D / H.
+        dropout: dropout on the attention weights (training only).
+        attn_backend: ``"sdpa"`` or ``"naive"`` (see `modules.attention`).
+        device: where the parameters live (``"meta"`` allowed).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        attn_backend: str = "sdpa",
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
+        if attn_backend not in BACKENDS:
+            raise ValueError(f"attn_backend must be one of {BACKENDS}, got {attn_backend!r}")
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.attn_backend = attn_backend
+        self.qkv = nn.Linear(dim, 3 * dim, device=device)
+        self.out = nn.Linear(dim, dim, device=device)
+
+    def forward(
+        self, x: torch.Tensor, causal: bool = True, key_padding_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(B, L, D) -> (B, L, D)``; ``key_padding_mask: (B, L) bool``, True = padding."""
+        b, length, dim = x.shape
+        # (B, L, 3D) -> 3 x (B, H, L, D/H)
+        q, k, v = self.qkv(x).view(b, length, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        y = attention(
+            q,
+            k,
+            v,
+            causal=causal,
+            key_padding_mask=key_padding_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            backend=self.attn_backend,
+        )
+        return self.out(y.transpose(1, 2).reshape(b, length, dim))
+
+
+class TransformerBlock(nn.Module):
+    """One pre-LN block: ``x + Dropout(MHA(LN(x)))``, then ``x + FFN(LN(x))``.
+
+    Args:
+        dim: model width D.
+        num_heads: attention heads.
+        ffn_dim: hidden width of the feed-forward layer (default D, as SASRec).
+        dropout: dropout on attention weights, after the attention projection and inside the FFN.
+        activation: ``"relu"`` (SASRec) or ``"gelu"``.
+        attn_backend: ``"sdpa"`` or ``"naive"``.
+        norm_eps: LayerNorm epsilon (1e-8 as the SASRec reference).
+        device: where the parameters live (``"meta"`` allowed).
+
+    Example::
+
+        block = TransformerBlock(64, num_heads=2, dropout=0.2)
+        y = block(torch.randn(8, 50, 64), causal=True)   # (8, 50, 64)
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 1,
+        ffn_dim: int | None = None,
+        dropout: float = 0.0,
+        activation: str = "relu",
+        attn_backend: str = "sdpa",
+        norm_eps: float = 1e-8,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        hidden = ffn_dim or dim
+        self.attn_norm = nn.LayerNorm(dim, eps=norm_eps, device=device)
+        self.attn = MultiHeadAttention(dim, num_heads, dropout, attn_backend, device=device)
+        self.attn_dropout = nn.Dropout(dropout)
+        self.ffn_norm = nn.LayerNorm(dim, eps=norm_eps, device=device)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, hidden, device=device),
+            ACTIVATIONS[activation](),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, dim, device=device),
+            nn.Dropout(dropout),
+        )
+
+    def forward(
+        self, x: torch.Tensor, causal: bool = True, key_padding_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(B, L, D) -> (B, L, D)``; ``key_padding_mask: (B, L) bool``, True = padding."""
+        x = x + self.attn_dropout(self.attn(self.attn_norm(x), causal, key_padding_mask))
+        return x + self.ffn(self.ffn_norm(x))

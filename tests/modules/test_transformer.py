@@ -1,0 +1,79 @@
+"""TransformerBlock: pre-LN residual structure, causality, backend agreement, every projection quantisable."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from modules.transformer import MultiHeadAttention, TransformerBlock
+
+B, L, D = 2, 5, 8
+
+
+def _block(backend: str = "sdpa", **kwargs) -> TransformerBlock:
+    torch.manual_seed(0)
+    return TransformerBlock(D, num_heads=2, attn_backend=backend, **kwargs).eval()
+
+
+def test_shape_and_pre_ln_residual() -> None:
+    """With the attention and FFN output layers zeroed, the block is the identity: x + f(LN(x)) with f = 0."""
+    block = _block()
+    x = torch.randn(B, L, D)
+    assert block(x).shape == (B, L, D)
+    with torch.no_grad():
+        for layer in (block.attn.out, block.ffn[3]):
+            layer.weight.zero_()
+            layer.bias.zero_()
+    torch.testing.assert_close(block(x), x)
+
+
+def test_causal_block_ignores_the_future() -> None:
+    block = _block()
+    x = torch.randn(B, L, D)
+    changed = x.clone()
+    changed[:, 3:] = torch.randn(B, L - 3, D)
+    torch.testing.assert_close(block(x, causal=True)[:, :3], block(changed, causal=True)[:, :3])
+    assert not torch.allclose(block(x, causal=False)[:, :3], block(changed, causal=False)[:, :3])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_backends_agree(causal: bool) -> None:
+    x = torch.randn(B, L, D, requires_grad=True)
+    padding = torch.tensor([[False] * L, [False] * 3 + [True] * 2])
+    outs, grads = [], []
+    for backend in ("sdpa", "naive"):
+        block = _block(backend)
+        y = block(x, causal=causal, key_padding_mask=padding)
+        (g,) = torch.autograd.grad(y.square().sum(), x)
+        outs.append(y)
+        grads.append(g)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-4)
+
+
+def test_dynamic_int8_quantises_every_projection() -> None:
+    block = _block(activation="gelu")
+    quantised = torch.ao.quantization.quantize_dynamic(block, {nn.Linear}, dtype=torch.qint8)
+    dynamic = [m for m in quantised.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert len(dynamic) == 4  # qkv, attention output, two FFN layers
+    assert not any(type(m) is nn.Linear for m in quantised.modules())
+    x = torch.randn(B, L, D)
+    torch.testing.assert_close(quantised(x), block(x), rtol=0.05, atol=0.05)
+
+
+def test_dropout_only_in_training() -> None:
+    block = _block(dropout=0.5)
+    x = torch.randn(B, L, D)
+    torch.testing.assert_close(block(x), block(x))
+    block.train()
+    assert not torch.allclose(block(x), block(x))
+
+
+def test_bad_settings_are_rejected() -> None:
+    with pytest.raises(ValueError, match="divisible"):
+        MultiHeadAttention(D, num_heads=3)
+    with pytest.raises(ValueError, match="activation"):
+        TransformerBlock(D, activation="swish")
+    with pytest.raises(ValueError, match="attn_backend"):
+        TransformerBlock(D, attn_backend="flash")
