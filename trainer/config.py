@@ -68,8 +68,9 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.98)
-    sparse_optimizer: str = "adam"  # adam | rowwise_adagrad | sgd
-    sparse_lr: float | None = None  # defaults to lr
+    # FBGEMM fused optimizer for tables: rowwise_adagrad | adagrad | sgd | adam (GPU only)
+    sparse_optimizer: str = "rowwise_adagrad"
+    sparse_lr: float | None = 0.05  # null: same as lr
     schedule: str = "cosine"  # cosine | constant
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1

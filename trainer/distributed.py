@@ -26,9 +26,11 @@ from torchrec.modules.embedding_modules import EmbeddingCollection
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 
 from trainer.config import OptimConfig
+from trainer.errors import ConfigError
 
 SPARSE_OPTIMIZERS = {
-    "adam": EmbOptimType.ADAM,
+    "adam": EmbOptimType.ADAM,  # FBGEMM implements it for GPU tables only
+    "adagrad": EmbOptimType.EXACT_ADAGRAD,
     "rowwise_adagrad": EmbOptimType.EXACT_ROWWISE_ADAGRAD,
     "sgd": EmbOptimType.EXACT_SGD,
 }
@@ -109,6 +111,11 @@ def shard_model(
 
     Tables are updated by FBGEMM's fused optimizer inside backward (no dense gradients for tables).
     """
+    if optim.sparse_optimizer == "adam" and env.device.type != "cuda":
+        raise ConfigError(
+            "optim.sparse_optimizer=adam needs a GPU (FBGEMM's CPU tables support adagrad, rowwise_adagrad, sgd); "
+            "set optim.sparse_optimizer=rowwise_adagrad"
+        )
     fused_params = {
         "optimizer": SPARSE_OPTIMIZERS[optim.sparse_optimizer],
         "learning_rate": optim.sparse_lr if optim.sparse_lr is not None else optim.lr,

@@ -229,8 +229,8 @@ class Trainer:
 
     def _train_epoch(self) -> None:
         self.loader.dataset.set_epoch(self.epoch)
-        if self.batches_done:
-            self.loader.dataset.skip_batches(self.batches_done)
+        if self.batches_done:  # resumed mid-epoch: skip what was already trained on
+            self.loader.dataset.resume_at(self.epoch, self.batches_done)
         batches = iter(self.loader)
         show = self.env.is_main and self.cfg.trainer.progress
         bar = _progress(self.steps_per_epoch, f"epoch {self.epoch}", show, initial=self.batches_done)
@@ -243,7 +243,7 @@ class Trainer:
                 break
             self.step += 1
             self.losses.append(float(logs["loss"]))
-            window_seqs += int(logs.get("num_sequences", torch.tensor(0)))
+            window_seqs += int(logs.get("num_targets", torch.tensor(0)))
             bar.update(1)
             if self.step % self.cfg.trainer.log_every == 0 or self.step == 1:
                 elapsed = time.perf_counter() - window_start
@@ -264,7 +264,7 @@ class Trainer:
             return
         self.writer.add_scalar("train/loss", loss, self.step)
         self.writer.add_scalar("train/lr", self.optimizer.param_groups[-1]["lr"], self.step)
-        self.writer.add_scalar("train/sequences_per_s_rank0", seqs_per_s, self.step)
+        self.writer.add_scalar("train/targets_per_s_rank0", seqs_per_s, self.step)
 
     def _finished(self) -> bool:
         return bool(self.cfg.trainer.max_steps) and self.step >= self.cfg.trainer.max_steps
@@ -301,7 +301,8 @@ class Trainer:
         self.history.append({"epoch": self.epoch, "step": self.step, **metrics})
         if self.writer is not None:
             for name, value in metrics.items():
-                self.writer.add_scalar(f"{t.eval_split}/{name}", value, self.step)
+                if isinstance(value, float):
+                    self.writer.add_scalar(f"{t.eval_split}/{name}", value, self.step)
         log.info("epoch %d step %d %s: %s", self.epoch, self.step, t.eval_split, _fmt(metrics))
         if ndcg > self.best_ndcg:
             self.best_ndcg, self.evals_without_gain = ndcg, 0

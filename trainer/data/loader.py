@@ -351,6 +351,7 @@ class SequenceDataset(IterableDataset):
         self._iter_epoch: int | None = None
         self._yielded = 0
         self._pending: tuple[int, int] | None = None
+        self._pending_skips: tuple[int, list[int]] | None = None
 
     # -- protocol ---------------------------------------------------------------------------------------------
 
@@ -380,6 +381,24 @@ class SequenceDataset(IterableDataset):
                               f"{state.get('plan')}, this loader has {self._plan_key()}; resume with the same setup")
         self._pending = (int(state["epoch"]), int(state["yielded"]))
 
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Make the next iteration of ``epoch`` start after its first ``batches_done`` batches (loader-wide).
+
+        The trainer counts batches it has *trained on*, which can lag what the loader has produced (TorchRec's
+        pipeline prefetches), so resuming goes by that count rather than by the loader's own state. With workers,
+        the DataLoader hands out batches round-robin over the workers that still have some; the same walk tells
+        each worker how many of its own batches to skip.
+        """
+        counts = [shard.num_batches for shard in self._shards]
+        skips = [0] * len(counts)
+        remaining = min(int(batches_done), sum(counts))
+        while remaining:
+            for worker, count in enumerate(counts):
+                if remaining and skips[worker] < count:
+                    skips[worker] += 1
+                    remaining -= 1
+        self._pending_skips = (int(epoch), skips)
+
     def __iter__(self) -> Iterator[Batch | _Arrays]:
         """Batches of the next epoch (in a DataLoader worker: their arrays, which `SequenceLoader` converts)."""
         info = get_worker_info()
@@ -388,7 +407,9 @@ class SequenceDataset(IterableDataset):
             raise ConfigError(f"the dataset was planned for loader.num_workers={self.config.num_workers} but runs "
                               f"in a DataLoader with {workers if info else 0} workers; build it with build_loader")
         epoch, skip = self._pending if self._pending is not None else (self.epoch, 0)
-        self._pending = None
+        if self._pending_skips is not None:
+            epoch, skip = self._pending_skips[0], self._pending_skips[1][worker]
+        self._pending = self._pending_skips = None
         if not 0 <= skip <= self._shards[worker].num_batches:
             raise ConfigError(f"loader state says {skip} batches were yielded but worker {worker} of rank "
                               f"{self.rank} has {self._shards[worker].num_batches}; resume with the same setup")

@@ -35,15 +35,19 @@ class TargetRanks(NamedTuple):
     """The number of other rankable items scoring exactly the target's score."""
 
 
-def _rows_of(offsets: torch.Tensor) -> torch.Tensor:
+def _rows_of(offsets: torch.Tensor, batch: int | None = None, name: str = "offsets") -> torch.Tensor:
     """The query row of every value of a jagged tensor: ``(T,) int64``."""
+    if offsets.dim() != 1 or (batch is not None and offsets.numel() != batch + 1):
+        raise ValueError(f"{name} must be (B + 1,) = ({batch} + 1,), got shape {tuple(offsets.shape)}")
     lengths = offsets[1:] - offsets[:-1]
     return torch.repeat_interleave(torch.arange(lengths.numel(), device=offsets.device), lengths)
 
 
 def _num_items(item_emb: torch.Tensor) -> int:
     if item_emb.dim() != 2 or item_emb.shape[0] < 1:
-        raise ValueError(f"item_emb must be (N + 1, D) with row 0 = padding, got shape {tuple(item_emb.shape)}")
+        raise ValueError(
+            f"item_emb must be (N + 1, D) with row 0 = padding, got shape {tuple(item_emb.shape)}"
+        )
     return item_emb.shape[0] - 1
 
 
@@ -61,29 +65,30 @@ class _ByChunk:
 
     def __init__(self, items: torch.Tensor, rows: torch.Tensor, starts: list[int], num_items: int) -> None:
         keep = (items >= 1) & (items <= num_items)
-        items, rows = items[keep], rows[keep]
-        order = torch.argsort(items)
-        self.items, self.rows = items[order], rows[order]
-        self.order = torch.nonzero(keep).squeeze(1)[order]  # position of each pair in the caller's input
+        self.order = torch.nonzero(keep).squeeze(1)  # position of each pair in the caller's input
+        if len(starts) > 1:  # one chunk needs no sort
+            self.order = self.order[torch.argsort(items[self.order])]
+        self.items, self.rows = items[self.order], rows[self.order]
         edges = torch.tensor([*starts, num_items + 1], dtype=items.dtype, device=items.device)
-        self.bounds = torch.searchsorted(self.items, edges).tolist()
+        self.bounds = (
+            torch.searchsorted(self.items, edges).tolist() if len(starts) > 1 else [0, len(self.items)]
+        )
 
     def chunk(self, i: int) -> slice:
         return slice(self.bounds[i], self.bounds[i + 1])
 
 
-def _seen_pairs(seen: Jagged | None, starts: list[int], num_items: int, device: torch.device) -> _ByChunk | None:
+def _seen_pairs(
+    seen: Jagged | None, batch: int, starts: list[int], num_items: int, device: torch.device
+) -> _ByChunk | None:
     if seen is None:
         return None
     values, offsets = (t.to(device=device, dtype=torch.int64) for t in seen)
-    return _ByChunk(values, _rows_of(offsets), starts, num_items)
+    return _ByChunk(values, _rows_of(offsets, batch, "seen offsets"), starts, num_items)
 
 
-def _chunk_scores(
-    queries: torch.Tensor, item_emb: torch.Tensor, start: int, stop: int, seen: _ByChunk | None, i: int
-) -> torch.Tensor:
-    """Scores of all queries against items ``start..stop-1``: ``(B, stop - start)``; seen items are -inf."""
-    scores = queries @ item_emb[start:stop].T
+def _mask_seen(scores: torch.Tensor, seen: _ByChunk | None, start: int, i: int) -> torch.Tensor:
+    """Set the chunk's seen (query, item) scores to -inf in place: one scatter, no per-query loop."""
     if seen is not None:
         sl = seen.chunk(i)
         scores[seen.rows[sl], seen.items[sl] - start] = float("-inf")
@@ -98,23 +103,154 @@ def _order_by_score_then_id(scores: torch.Tensor, ids: torch.Tensor) -> tuple[to
     return scores.gather(1, by_score), ids.gather(1, by_score)
 
 
+def _count(mask: torch.Tensor) -> torch.Tensor:
+    """Per-row count of a boolean matrix; summing bytes into int32 is ~2x faster on CPU than bool -> int64."""
+    return mask.view(torch.uint8).sum(dim=1, dtype=torch.int32).long()
+
+
 def _chunk_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k of each row with the lower column first among equal scores.
 
-    `torch.topk` picks an unspecified subset when several columns tie with the k-th value; only those rows
-    (rare with trained embeddings, all rows with constant ones) are redone with a stable full sort.
+    `torch.topk` picks an unspecified subset when several columns tie with the k-th value. Asking for k + 1
+    shows those rows (the (k+1)-th value equals the k-th); only they are redone with a stable full sort
+    (rare with trained embeddings, every row with constant ones).
     """
     k = min(k, scores.shape[1])
-    values, cols = torch.topk(scores, k, dim=1, sorted=False)
-    kth = values.min(dim=1, keepdim=True).values
-    ambiguous = torch.nonzero((scores >= kth).sum(dim=1) > k).squeeze(1)
-    if ambiguous.numel():
-        fixed = torch.sort(scores[ambiguous], dim=1, descending=True, stable=True)
-        values[ambiguous], cols[ambiguous] = fixed.values[:, :k], fixed.indices[:, :k]
+    extra = min(k + 1, scores.shape[1])
+    values, cols = torch.topk(scores, extra, dim=1)
+    if extra > k:
+        ambiguous = torch.nonzero(values[:, k] == values[:, k - 1]).squeeze(1)
+        values, cols = values[:, :k], cols[:, :k]
+        if ambiguous.numel():
+            fixed = torch.sort(scores[ambiguous], dim=1, descending=True, stable=True)
+            values[ambiguous], cols[ambiguous] = fixed.values[:, :k], fixed.indices[:, :k]
     return _order_by_score_then_id(values, cols)
 
 
+class _RunningTopK:
+    """Top-k merged across item chunks, ordered by (score desc, id asc)."""
+
+    def __init__(self, queries: torch.Tensor, k: int) -> None:
+        self.k = k
+        self.scores = queries.new_empty((queries.shape[0], 0))
+        self.ids = torch.empty((queries.shape[0], 0), dtype=torch.int64, device=queries.device)
+
+    def update(self, scores: torch.Tensor, start: int) -> None:
+        chunk_scores, cols = _chunk_topk(scores, self.k)
+        # Both lists are ordered (score desc, id asc) and every earlier id is lower, so a stable sort of the
+        # concatenation keeps the lower-id-first rule across chunks.
+        merged_scores = torch.cat([self.scores, chunk_scores], dim=1)
+        merged_ids = torch.cat([self.ids, cols + start], dim=1)
+        order = torch.sort(merged_scores, dim=1, descending=True, stable=True).indices[:, : self.k]
+        self.scores, self.ids = merged_scores.gather(1, order), merged_ids.gather(1, order)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.scores, self.ids.masked_fill(self.scores == float("-inf"), 0)
+
+
+class _RankCounter:
+    """Per target, counts the items of each chunk scoring strictly higher than it and exactly equal."""
+
+    def __init__(
+        self, queries: torch.Tensor, item_emb: torch.Tensor, targets: Jagged, starts: list[int], chunk: int
+    ) -> None:
+        num_items = item_emb.shape[0] - 1
+        values, offsets = (t.to(device=queries.device, dtype=torch.int64) for t in targets)
+        if values.numel() and (int(values.min()) < 1 or int(values.max()) > num_items):
+            raise ValueError(f"target ids must lie in 1..{num_items} (0 is padding)")
+        self.rows = _rows_of(offsets, queries.shape[0], "target offsets")
+        self.by_chunk = _ByChunk(values, self.rows, starts, num_items)
+        # One target per query (the common leave-one-out case): score rows already line up with targets.
+        self.one_per_row = bool((offsets == torch.arange(offsets.numel(), device=offsets.device)).all())
+        # With one chunk the main pass itself gives the targets' own scores (see `take_own_scores`).
+        self.own = (
+            self._own_scores(queries, item_emb, starts, chunk).unsqueeze(1) if len(starts) > 1 else None
+        )
+        self.higher = torch.zeros(values.numel(), dtype=torch.int64, device=queries.device)
+        self.equal = torch.zeros_like(self.higher)
+
+    def _own_scores(
+        self, queries: torch.Tensor, item_emb: torch.Tensor, starts: list[int], chunk: int
+    ) -> torch.Tensor:
+        """Each target's score from the same chunk matmul its competitors get, so a tie is a true tie.
+
+        A row-wise dot product can differ from the matmul in the last bit; ``queries[rows] @ chunk.T`` over the
+        target's own chunk costs T * chunk * D extra (1/16 of the main pass for 1M items).
+        """
+        by_chunk = self.by_chunk
+        scores = queries.new_empty(by_chunk.order.numel())
+        for i, start in enumerate(starts):
+            sl = by_chunk.chunk(i)
+            if sl.start == sl.stop:
+                continue
+            sub = queries[by_chunk.rows[sl]] @ item_emb[start : start + chunk].T
+            local = torch.arange(sl.stop - sl.start, device=sub.device)
+            scores[by_chunk.order[sl]] = sub[local, by_chunk.items[sl] - start]
+        return scores
+
+    def take_own_scores(self, scores: torch.Tensor) -> None:
+        """Single-chunk case: read the targets' scores from the chunk's matmul before seen items are masked."""
+        if self.own is None:
+            own = scores.new_empty(self.by_chunk.order.numel())
+            own[self.by_chunk.order] = scores[self.by_chunk.rows, self.by_chunk.items - 1]
+            self.own = own.unsqueeze(1)
+
+    def update(self, scores: torch.Tensor, start: int, i: int) -> None:
+        per_target = scores if self.one_per_row else scores[self.rows]
+        self.higher += _count(per_target > self.own)
+        self.equal += _count(per_target == self.own)
+        # The target was counted against itself unless it was masked as seen; undo that one count.
+        sl = self.by_chunk.chunk(i)
+        t = self.by_chunk.order[sl]
+        self_score = per_target[t, self.by_chunk.items[sl] - start]
+        self.equal[t] -= (self_score == self.own[t, 0]).long()
+        self.higher[t] -= (self_score > self.own[t, 0]).long()
+
+    def result(self) -> TargetRanks:
+        return TargetRanks(rank=self.higher, ties=self.equal)
+
+
+class FullRanking(NamedTuple):
+    """Result of `full_ranking`: top-k ``(B, k)`` scores and ids, and per-target ranks (None when not asked)."""
+
+    scores: torch.Tensor | None
+    ids: torch.Tensor | None
+    ranks: TargetRanks | None
+
+
 @torch.no_grad()
+def full_ranking(
+    queries: torch.Tensor,
+    item_emb: torch.Tensor,
+    k: int | None = None,
+    targets: Jagged | None = None,
+    seen: Jagged | None = None,
+    item_chunk: int = DEFAULT_ITEM_CHUNK,
+) -> FullRanking:
+    """`topk_full_ranking` and `target_ranks` from one pass over the item chunks (each chunk scored once).
+
+    ``k=None`` skips the top-k, ``targets=None`` skips the ranks; see those two functions for the semantics.
+    """
+    num_items = _num_items(item_emb)
+    if k is not None and k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    starts = _chunk_starts(num_items, item_chunk)
+    top = _RunningTopK(queries, min(k, num_items)) if k is not None else None
+    counter = _RankCounter(queries, item_emb, targets, starts, item_chunk) if targets is not None else None
+    seen_pairs = _seen_pairs(seen, queries.shape[0], starts, num_items, queries.device)
+    for i, start in enumerate(starts):
+        scores = queries @ item_emb[start : min(start + item_chunk, num_items + 1)].T
+        if counter is not None:
+            counter.take_own_scores(scores)
+        _mask_seen(scores, seen_pairs, start, i)
+        if top is not None:
+            top.update(scores, start)
+        if counter is not None:
+            counter.update(scores, start, i)
+    top_scores, top_ids = top.result() if top is not None else (None, None)
+    return FullRanking(top_scores, top_ids, counter.result() if counter is not None else None)
+
+
 def topk_full_ranking(
     queries: torch.Tensor,
     item_emb: torch.Tensor,
@@ -136,49 +272,10 @@ def topk_full_ranking(
         A query with fewer than k unseen items gets trailing entries with score -inf and id 0 (padding = "no
         item"), so they can never match a target.
     """
-    num_items = _num_items(item_emb)
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    k = min(k, num_items)
-    starts = _chunk_starts(num_items, item_chunk)
-    seen_pairs = _seen_pairs(seen, starts, num_items, queries.device)
-    best_scores = queries.new_empty((queries.shape[0], 0))
-    best_ids = torch.empty((queries.shape[0], 0), dtype=torch.int64, device=queries.device)
-    for i, start in enumerate(starts):
-        stop = min(start + item_chunk, num_items + 1)
-        chunk_scores, cols = _chunk_topk(_chunk_scores(queries, item_emb, start, stop, seen_pairs, i), k)
-        # Both lists are ordered (score desc, id asc) and every earlier id is lower, so a stable sort of the
-        # concatenation keeps the lower-id-first rule across chunks.
-        merged_scores = torch.cat([best_scores, chunk_scores], dim=1)
-        merged_ids = torch.cat([best_ids, cols + start], dim=1)
-        order = torch.sort(merged_scores, dim=1, descending=True, stable=True).indices[:, :k]
-        best_scores, best_ids = merged_scores.gather(1, order), merged_ids.gather(1, order)
-    best_ids = best_ids.masked_fill(best_scores == float("-inf"), 0)
-    return best_scores, best_ids
+    result = full_ranking(queries, item_emb, k=k, seen=seen, item_chunk=item_chunk)
+    return result.scores, result.ids
 
 
-def _target_scores(
-    queries: torch.Tensor, item_emb: torch.Tensor, targets: _ByChunk, rows: torch.Tensor, starts: list[int], chunk: int
-) -> torch.Tensor:
-    """Each target's score from the same chunk matmul the competitors get, so a tie is a true tie.
-
-    A row-wise dot product can differ from the matmul in the last bit; computing ``queries[rows] @ chunk.T``
-    over the target's own chunk costs only T * chunk * D extra (1/16 of the main pass for 1M items).
-    """
-    scores = queries.new_empty(rows.numel())
-    num_items = item_emb.shape[0] - 1
-    for i, start in enumerate(starts):
-        sl = targets.chunk(i)
-        if sl.start == sl.stop:
-            continue
-        stop = min(start + chunk, num_items + 1)
-        sub = queries[rows[targets.order[sl]]] @ item_emb[start:stop].T
-        local = torch.arange(sl.stop - sl.start, device=sub.device)
-        scores[targets.order[sl]] = sub[local, targets.items[sl] - start]
-    return scores
-
-
-@torch.no_grad()
 def target_ranks(
     queries: torch.Tensor,
     item_emb: torch.Tensor,
@@ -201,34 +298,10 @@ def target_ranks(
         The target itself always stays rankable, even when it is in its own seen list: a re-consumed item is a
         valid target. Other targets of the same query compete like any item (unless seen), so with several
         targets the ranks are positions in one ranked list. Consistent with `topk_full_ranking` (same
-        ``item_chunk``): a target not in the seen list is in the top k iff ``rank + ties < k``, and
-        iff ``rank < k`` when there are no ties.
+        ``item_chunk``): a target not in the seen list and without ties is in the top k iff ``rank < k``
+        (with ties, ``topk_full_ranking`` puts the tied items of lower id first).
     """
-    num_items = _num_items(item_emb)
-    values, offsets = (t.to(device=queries.device, dtype=torch.int64) for t in targets)
-    if values.numel() and (int(values.min()) < 1 or int(values.max()) > num_items):
-        raise ValueError(f"target ids must lie in 1..{num_items} (0 is padding)")
-    rows = _rows_of(offsets)
-    starts = _chunk_starts(num_items, item_chunk)
-    by_chunk = _ByChunk(values, rows, starts, num_items)
-    seen_pairs = _seen_pairs(seen, starts, num_items, queries.device)
-    own = _target_scores(queries, item_emb, by_chunk, rows, starts, item_chunk).unsqueeze(1)
-    higher = torch.zeros(values.numel(), dtype=torch.int64, device=queries.device)
-    equal = torch.zeros_like(higher)
-    one_per_row = rows.numel() == queries.shape[0] and bool((rows == torch.arange(rows.numel(), device=rows.device)).all())
-    for i, start in enumerate(starts):
-        stop = min(start + item_chunk, num_items + 1)
-        scores = _chunk_scores(queries, item_emb, start, stop, seen_pairs, i)
-        per_target = scores if one_per_row else scores[rows]
-        higher += (per_target > own).sum(dim=1)
-        equal += (per_target == own).sum(dim=1)
-        # The target was counted against itself only if it was not masked as seen; undo that one count.
-        sl = by_chunk.chunk(i)
-        t = by_chunk.order[sl]
-        self_score = per_target[t, by_chunk.items[sl] - start]
-        equal[t] -= (self_score == own[t, 0]).long()
-        higher[t] -= (self_score > own[t, 0]).long()
-    return TargetRanks(rank=higher, ties=equal)
+    return full_ranking(queries, item_emb, targets=targets, seen=seen, item_chunk=item_chunk).ranks
 
 
 @torch.no_grad()
@@ -278,7 +351,7 @@ def sample_negatives(
     device = targets.device
     values, offsets = (t.to(device=device, dtype=torch.int64) for t in seen)
     batch = targets.numel()
-    rows = torch.cat([_rows_of(offsets), torch.arange(batch, device=device)])
+    rows = torch.cat([_rows_of(offsets, batch, "seen offsets"), torch.arange(batch, device=device)])
     items = torch.cat([values, targets.reshape(-1).to(torch.int64)])
     keep = (items >= 1) & (items <= num_items)
     # One sorted key per distinct (user, excluded item): users stay contiguous and items ascend within a user.
@@ -294,8 +367,12 @@ def sample_negatives(
     # is u + 1 + (number of excluded items whose allowed-count-below is <= u).
     first = torch.cumsum(excluded, 0) - excluded
     below = ex_items - 1 - (torch.arange(keys.numel(), device=device) - first[ex_rows])
-    u = (torch.rand((batch, num_negatives), generator=generator, device=device) * allowed.unsqueeze(1)).long()
+    # float64 draws keep every one of millions of allowed items reachable (float32 has 24 bits).
+    uniform = torch.rand((batch, num_negatives), generator=generator, device=device, dtype=torch.float64)
+    u = (uniform * allowed.unsqueeze(1)).long()
     u = torch.minimum(u, (allowed - 1).unsqueeze(1))  # guard the float edge u == allowed
     row_ids = torch.arange(batch, device=device).unsqueeze(1)
-    skipped = torch.searchsorted(ex_rows * stride + below, row_ids * stride + u, right=True) - first.unsqueeze(1)
+    skipped = torch.searchsorted(
+        ex_rows * stride + below, row_ids * stride + u, right=True
+    ) - first.unsqueeze(1)
     return u + 1 + skipped
