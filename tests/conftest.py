@@ -20,3 +20,35 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"shared datasets not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic dataset folder made by the real pipeline (synth -> prepare), shared by a session."""
+    from trainer.data.prepare import PrepareConfig, prepare
+    from trainer.data.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("tiny")
+    generate(SynthConfig(users=600, items=300, categories=10, seed=3, mean_length=12, max_length=60), root / "raw",
+             progress=False)
+    prepare(PrepareConfig(format="synthetic", input=root / "raw", output=root / "dataset"))
+    return root / "dataset"
+
+
+def train_overrides(dataset: Path, out: Path, *extra: str) -> list[str]:
+    """Overrides for a fast tiny training run (shared by the trainer and integration tests)."""
+    return [
+        f"data.path={dataset}",
+        f"trainer.output_dir={out}",
+        "data.batch_size=32",
+        "data.eval_batch_size=128",
+        "data.max_len=20",
+        "model.dim=16",
+        "model.dropout=0.0",
+        "trainer.epochs=2",
+        "trainer.progress=false",
+        "trainer.log_every=5",
+        "optim.warmup_steps=0",
+        "optim.schedule=constant",
+        *extra,
+    ]

@@ -12,7 +12,7 @@ A dataset folder holds:
   list<int32>, ``timestamps`` list<int64>, optional ``actions`` list<int8>, and the split as positions:
   ``train_end`` int32 and ``valid_end`` int32. ``items[:train_end]`` is the training part,
   ``items[train_end:valid_end]`` are validation targets, ``items[valid_end:]`` test targets. Leave-one-out
-  gives ``train_end = n - 2``, ``valid_end = n - 1``. Row groups hold `ROW_GROUP_USERS` users so ranks and
+  gives ``train_end = n - 2``, ``valid_end = n - 1``. Row groups hold `row_group_users(U)` users so ranks and
   loader workers can stream disjoint row groups.
 
 Everything is written into a temporary sibling folder and renamed into place at the end (`atomic_output_dir`),
@@ -41,6 +41,8 @@ ITEMS = "items.parquet"
 USERS = "users.parquet"
 SEQUENCES = "sequences.parquet"
 ROW_GROUP_USERS = 8192
+MIN_ROW_GROUPS = 64
+MIN_ROW_GROUP_USERS = 32
 PADDING_IDX = 0
 
 SEQUENCE_SCHEMA = pa.schema(
@@ -53,6 +55,12 @@ SEQUENCE_SCHEMA = pa.schema(
     ]
 )
 ACTIONS_FIELD = pa.field("actions", pa.list_(pa.int8()))
+
+
+def row_group_users(num_users: int) -> int:
+    """Users per row group: at most `ROW_GROUP_USERS`, but small enough that even a small dataset has about
+    `MIN_ROW_GROUPS` row groups, since row groups are the unit ranks and loader workers divide between them."""
+    return int(min(ROW_GROUP_USERS, max(MIN_ROW_GROUP_USERS, -(-num_users // MIN_ROW_GROUPS))))
 
 
 @dataclasses.dataclass
