@@ -25,7 +25,7 @@ from trainer.config import EvalConfig
 from trainer.data.schema import SEQUENCES, Manifest
 from trainer.distributed import DistEnv
 from trainer.evaluation.metrics import MetricAccumulator
-from trainer.evaluation.ranking import sample_negatives, sampled_ranks, target_ranks, topk_full_ranking
+from trainer.evaluation.ranking import full_ranking, sample_negatives, sampled_ranks
 
 log = logging.getLogger("seqrec.evaluate")
 
@@ -127,11 +127,9 @@ def evaluate_model(
             acc.update(sampled_ranks(queries, items, target, negatives))
         else:
             mask = seen if cfg.filter_seen else None
-            ranks = target_ranks(
-                queries, items, (targets.values(), targets.offsets()), mask, cfg.item_chunk
-            ).rank
-            _, top_ids = topk_full_ranking(queries, items, max(cfg.ks), mask, cfg.item_chunk)
-            acc.update(ranks, targets.offsets(), topk_ids=top_ids)
+            jagged = (targets.values(), targets.offsets())
+            result = full_ranking(queries, items, max(cfg.ks), jagged, mask, cfg.item_chunk)
+            acc.update(result.ranks.rank, targets.offsets(), topk_ids=result.ids)
         users.append(batch.user_idx.cpu())
     if per_user_path is not None:
         _write_per_user(

@@ -80,43 +80,61 @@ def _check_k(k: int) -> None:
         raise ValueError(f"K must be >= 1, got {k}")
 
 
-def hit_rate_at_k(ranks: torch.Tensor, k: int, offsets: torch.Tensor | None = None) -> torch.Tensor:
-    """HR@K per user ``(B,) float64``: 1 when any target is in the top K."""
-    _check_k(k)
-    t = _Targets(ranks, offsets)
+def _hit(t: _Targets, k: int) -> torch.Tensor:
     return (t.per_user_sum(t.positions < k) > 0).to(torch.float64)
 
 
-def recall_at_k(ranks: torch.Tensor, k: int, offsets: torch.Tensor | None = None) -> torch.Tensor:
-    """Recall@K per user ``(B,) float64``: targets in the top K over the user's number of targets."""
-    _check_k(k)
-    t = _Targets(ranks, offsets)
+def _recall(t: _Targets, k: int) -> torch.Tensor:
     return t.per_user_sum(t.positions < k) / t.lengths
 
 
-def ndcg_at_k(ranks: torch.Tensor, k: int, offsets: torch.Tensor | None = None) -> torch.Tensor:
-    """NDCG@K per user ``(B,) float64`` with binary relevance, normalised by the ideal DCG of min(L, K) hits."""
-    _check_k(k)
-    t = _Targets(ranks, offsets)
+def _ndcg(t: _Targets, k: int) -> torch.Tensor:
     gain = torch.where(t.positions < k, 1.0 / torch.log2(t.positions.to(torch.float64) + 2.0), 0.0)
     ideal = torch.cumsum(_discounts(k, t.rows.device), 0)[torch.clamp(t.lengths, max=k) - 1]
     return t.per_user_sum(gain) / ideal
 
 
-def mrr(ranks: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean reciprocal rank per user ``(B,) float64``: 1 / (1 + best target rank), no cutoff."""
-    t = _Targets(ranks, offsets)
+def _mrr(t: _Targets) -> torch.Tensor:
     best = torch.full((t.batch,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=t.rows.device)
     best = best.scatter_reduce(0, t.rows, t.positions, reduce="amin")
     return 1.0 / (best.to(torch.float64) + 1.0)
 
 
+def _map(t: _Targets, k: int) -> torch.Tensor:
+    precision = (t.index + 1).to(torch.float64) / (t.positions + 1).to(torch.float64)
+    return t.per_user_sum(torch.where(t.positions < k, precision, 0.0)) / torch.clamp(t.lengths, max=k)
+
+
+_AT_K = {"ndcg": _ndcg, "hr": _hit, "recall": _recall, "map": _map}
+
+
+def hit_rate_at_k(ranks: torch.Tensor, k: int, offsets: torch.Tensor | None = None) -> torch.Tensor:
+    """HR@K per user ``(B,) float64``: 1 when any target is in the top K."""
+    _check_k(k)
+    return _hit(_Targets(ranks, offsets), k)
+
+
+def recall_at_k(ranks: torch.Tensor, k: int, offsets: torch.Tensor | None = None) -> torch.Tensor:
+    """Recall@K per user ``(B,) float64``: targets in the top K over the user's number of targets."""
+    _check_k(k)
+    return _recall(_Targets(ranks, offsets), k)
+
+
+def ndcg_at_k(ranks: torch.Tensor, k: int, offsets: torch.Tensor | None = None) -> torch.Tensor:
+    """NDCG@K per user ``(B,) float64`` with binary relevance, normalised by the ideal DCG of min(L, K) hits."""
+    _check_k(k)
+    return _ndcg(_Targets(ranks, offsets), k)
+
+
+def mrr(ranks: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean reciprocal rank per user ``(B,) float64``: 1 / (1 + best target rank), no cutoff."""
+    return _mrr(_Targets(ranks, offsets))
+
+
 def map_at_k(ranks: torch.Tensor, k: int, offsets: torch.Tensor | None = None) -> torch.Tensor:
     """MAP@K per user ``(B,) float64``: precision at each hit in the top K, summed, over min(L, K)."""
     _check_k(k)
-    t = _Targets(ranks, offsets)
-    precision = (t.index + 1).to(torch.float64) / (t.positions + 1).to(torch.float64)
-    return t.per_user_sum(torch.where(t.positions < k, precision, 0.0)) / torch.clamp(t.lengths, max=k)
+    return _map(_Targets(ranks, offsets), k)
 
 
 class MetricAccumulator:
@@ -178,13 +196,13 @@ class MetricAccumulator:
         self, ranks: torch.Tensor, offsets: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """Every configured rank metric for one batch, ``name -> (B,) float64``."""
-        functions = {"ndcg": ndcg_at_k, "hr": hit_rate_at_k, "recall": recall_at_k, "map": map_at_k}
+        targets = _Targets(ranks, offsets)  # sorted and de-tied once for every metric
         values = {}
         for metric in self.metrics:
             if metric == "mrr":
-                values["mrr"] = mrr(ranks, offsets)
+                values["mrr"] = _mrr(targets)
             elif metric != "coverage":
-                values.update({f"{metric}@{k}": functions[metric](ranks, k, offsets) for k in self.ks})
+                values.update({f"{metric}@{k}": _AT_K[metric](targets, k) for k in self.ks})
         return values
 
     def update(
