@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("trainer.data.inspect", "print a dataset folder's manifest, lengths, popularity and splits"),
     "train": ("trainer.train", "train a model (Hydra overrides; one process here, torchx for several)"),
     "evaluate": ("trainer.evaluate", "full-ranking evaluation of a trained run on the valid or test split"),
+    "export": ("serving.export", "export a run as an INT8 TorchScript model (+ TorchServe archive with --archive)"),
+    "serve": ("serving.serve", "start/stop a locked-down TorchServe serving an exported archive"),
 }
 
 
