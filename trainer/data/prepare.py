@@ -53,7 +53,9 @@ LOO_MIN_EVENTS = 3
 SPILL_THRESHOLD = 1 << 24  # events kept in memory (~17 bytes each) before spilling to partitions
 SPILL_PARTITIONS = 64
 BLOCK_EVENTS = 1 << 23  # events gathered per write block of sequences.parquet
-SPILL_COMPRESSION = "lz4"
+# Spill files are written and read back a few times: plain encoding, no compression, no statistics.
+SPILL_ROW_GROUP = 1 << 16
+SPILL_WRITE = {"compression": "none", "use_dictionary": False, "write_statistics": False}
 RESERVED = {"items": ("item_idx", "raw_id", "popularity"), "users": ("user_idx", "raw_id")}
 
 Columns = dict[str, np.ndarray]  # compact event columns: user int32, item int32, ts int64, optional action int8
@@ -161,9 +163,9 @@ class _Counts:
 class _Vocabulary:
     """Incremental string -> int code map; codes follow first appearance in the input.
 
-    Fast path, vectorised: each string gets a 64-bit fingerprint, looked up in a sorted array of known
-    fingerprints; the strings behind every match are compared, so a fingerprint collision is detected rather than
-    merging two ids. On a collision (or with ``exact=True``) the vocabulary switches to an exact dict lookup, one
+    Fast path, vectorised: each chunk is dictionary-encoded (C++ hashing), then each of its distinct strings gets
+    a 64-bit fingerprint, looked up in a sorted array of known fingerprints; the strings behind every match are
+    compared, so a fingerprint collision is detected rather than merging two ids. On a collision (or with ``exact=True``) the vocabulary switches to an exact dict lookup, one
     per unique value of each chunk.
     """
 
@@ -188,13 +190,10 @@ class _Vocabulary:
         return self._encode_exact(column)
 
     def _encode_hashed(self, column: pa.Array) -> np.ndarray | None:
-        encoded = pc.dictionary_encode(pa.array(_fingerprint(column)))
-        keys = encoded.dictionary.to_numpy()  # distinct fingerprints in order of first appearance
-        rows = encoded.indices.to_numpy(zero_copy_only=False)
-        seen = np.maximum.accumulate(rows)
-        first = np.flatnonzero(np.r_[True, rows[1:] > seen[:-1]])  # first row of each fingerprint, in order
-        representatives = column.take(pa.array(first))
-        if not pc.all(pc.equal(column, representatives.take(pa.array(rows)))).as_py():
+        encoded = pc.dictionary_encode(column)  # distinct values in order of first appearance (C++ hashing)
+        values = encoded.dictionary
+        keys = _fingerprint(values)
+        if len(np.unique(keys)) != len(keys):
             return None  # two different strings of this chunk share a fingerprint
         pos = np.searchsorted(self._keys, keys)
         found = np.zeros(len(keys), bool)
@@ -204,15 +203,15 @@ class _Vocabulary:
         codes[found] = self._codes[pos[found]]
         if found.any():
             known = pa.chunked_array(self._chunks).take(pa.array(codes[found]))
-            if not pc.all(pc.equal(known, representatives.filter(pa.array(found)))).as_py():
+            if not pc.all(pc.equal(known, values.filter(pa.array(found)))).as_py():
                 return None  # a new string has the fingerprint of a known one
         new = np.flatnonzero(~found)
         codes[new] = np.arange(self._size, self._size + len(new))
         by_key = new[np.argsort(keys[new])]
         self._keys = np.insert(self._keys, pos[by_key], keys[by_key])
         self._codes = np.insert(self._codes, pos[by_key], codes[by_key])
-        self._add(representatives.filter(pa.array(~found)))
-        return codes[rows]
+        self._add(values.filter(pa.array(~found)))
+        return codes[encoded.indices.to_numpy(zero_copy_only=False)]
 
     def _encode_exact(self, column: pa.Array) -> np.ndarray:
         encoded = pc.dictionary_encode(column)  # dictionary in order of first appearance within the chunk
@@ -277,7 +276,9 @@ class _Encoder:
         for name in REQUIRED_EVENT_COLUMNS:
             if name not in names:
                 raise DataError("event chunk has no such column", file=self.source, field=name)
-            self._check_nulls(batch.column(name), name, first_row)
+        for name in (*REQUIRED_EVENT_COLUMNS, "action"):
+            if name in names:
+                self._check_nulls(batch.column(name), name, first_row)
         batch = self._filter_rating(batch)
         has_actions = "action" in names
         if self.has_actions is None:
@@ -286,13 +287,12 @@ class _Encoder:
             raise DataError("some event chunks have an action column and others do not", file=self.source,
                             field="action")
         cols = {
-            "user": self.users.encode(_as_string(batch.column("user"))).astype(np.int32),
-            "item": self.items.encode(_as_string(batch.column("item"))).astype(np.int32),
+            "user": self.users.encode(batch.column("user")).astype(np.int32),
+            "item": self.items.encode(batch.column("item")).astype(np.int32),
             "ts": batch.column("timestamp").cast(pa.int64()).to_numpy(zero_copy_only=False),
         }
         if has_actions:
-            self._check_nulls(batch.column("action"), "action", first_row)
-            cols["action"] = self.actions.encode(_as_string(batch.column("action")))
+            cols["action"] = self.actions.encode(batch.column("action"))
             if len(self.actions) > 127:
                 raise DataError("more than 127 distinct actions", file=self.source, field="action")
             cols["action"] = cols["action"].astype(np.int8)
@@ -370,8 +370,7 @@ class _DiskStore:
         folder.mkdir()
         fields = [("user", pa.int32()), ("item", pa.int32()), ("ts", pa.int64())]
         self.schema = pa.schema(fields + ([("action", pa.int8())] if has_actions else []))
-        self._writers = [pq.ParquetWriter(self._path(p), self.schema, compression=SPILL_COMPRESSION)
-                         for p in range(partitions)]
+        self._writers = [pq.ParquetWriter(self._path(p), self.schema, **SPILL_WRITE) for p in range(partitions)]
 
     def _path(self, part: int) -> Path:
         return self.folder / f"part-{part:05d}.parquet"
@@ -396,14 +395,15 @@ class _DiskStore:
 
     def put(self, part: int, cols: Columns) -> None:
         tmp = self._path(part).with_suffix(".new")
-        pq.write_table(_table(cols, self.schema), tmp, compression=SPILL_COMPRESSION)
+        pq.write_table(_table(cols, self.schema), tmp, row_group_size=SPILL_ROW_GROUP, **SPILL_WRITE)
         os.replace(tmp, self._path(part))
 
     def batches(self, part: int) -> Iterator[Columns]:
-        # all partitions are read side by side when writing: together they buffer about one write block
-        size = max(1 << 12, BLOCK_EVENTS // self.partitions)
-        for batch in pq.ParquetFile(self._path(part)).iter_batches(batch_size=size):
-            yield {name: batch.column(name).to_numpy() for name in batch.schema.names}
+        # One row group at a time, no pre-buffering: all partitions are read side by side when writing.
+        file = pq.ParquetFile(self._path(part), pre_buffer=False)
+        for group in range(file.num_row_groups):
+            table = file.read_row_group(group, use_threads=False)
+            yield {name: table[name].to_numpy() for name in table.column_names}
 
     def close(self) -> None:
         for writer in self._writers:
@@ -484,21 +484,21 @@ def _prefetch(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.
 # ------------------------------------------------------------------------------------- sort and dedupe
 
 
-def _sort_dedupe(cols: Columns, policy: str, num_items: int, counts: _Counts) -> Columns:
-    """Stable sort by (user, timestamp) -- ties keep input order -- then drop duplicates per ``policy``."""
+def _sort_dedupe(cols: Columns, policy: str, num_items: int, counts: _Counts) -> Columns | None:
+    """Stable sort by (user, timestamp) -- ties keep input order -- then drop duplicates per ``policy``.
+
+    Returns None when the events were already in order and nothing was dropped (nothing to write back).
+    """
     order = _stable_order(cols["user"], cols["ts"])
     if order is not None:
         cols = {k: v[order] for k, v in cols.items()}
     exact = _exact_duplicates(cols)
     counts.duplicates_found += int(exact.sum())
-    if policy == "exact":
-        drop = exact
-    elif policy == "first":
-        drop = _repeated_pairs(cols, num_items)
-    else:
-        return cols
-    counts.removed_dedupe += int(drop.sum())
-    return {k: v[~drop] for k, v in cols.items()} if drop.any() else cols
+    drop = {"exact": exact, "first": _repeated_pairs(cols, num_items) if policy == "first" else None}.get(policy)
+    if drop is not None and drop.any():
+        counts.removed_dedupe += int(drop.sum())
+        return {k: v[~drop] for k, v in cols.items()}
+    return cols if order is not None else None
 
 
 def _stable_order(user: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
@@ -604,6 +604,7 @@ def _finalize(store: Any, config: PrepareConfig, cuts: tuple[int, int] | None, m
     users_after_kcore = 0
     for part in tqdm(range(store.partitions), desc="split", unit="part", disable=None):
         cols = store.get(part)
+        rows = len(cols["user"])
         if masks is not None:
             keep = masks[0][cols["user"]] & masks[1][cols["item"]]
             counts.removed_kcore_events += int(len(keep) - keep.sum())
@@ -627,7 +628,8 @@ def _finalize(store: Any, config: PrepareConfig, cuts: tuple[int, int] | None, m
         train = position < np.repeat(train_end, length)
         out.popularity += np.bincount(cols["item"][train], minlength=num_items)
         out.present |= np.bincount(cols["item"], minlength=num_items) > 0
-        store.put(part, cols)
+        if len(cols["user"]) < rows:
+            store.put(part, cols)
     if masks is not None:
         counts.removed_kcore_users = num_users - users_after_kcore
         counts.removed_kcore_items = num_items - int(masks[1].sum())
@@ -701,12 +703,13 @@ class _Cursor:
 
 def _write_sequences(path: Path, store: Any, split: _Split, users: np.ndarray, item_idx: np.ndarray,
                      has_actions: bool) -> None:
-    """sequences.parquet in user-code order, `ROW_GROUP_USERS` users per row group, list columns built jagged."""
+    """sequences.parquet in user-code order, `schema.row_group_users` per row group, list columns built jagged."""
     table_schema = schema.SEQUENCE_SCHEMA
     if has_actions:
         table_schema = table_schema.insert(3, schema.ACTIONS_FIELD)
     mean_length = max(1, int(split.length[users].mean())) if len(users) else 1
-    block = schema.ROW_GROUP_USERS * max(1, BLOCK_EVENTS // (schema.ROW_GROUP_USERS * mean_length))
+    group = schema.row_group_users(len(users))
+    block = group * max(1, BLOCK_EVENTS // (group * mean_length))
     cursors = [_Cursor(store.batches(p)) for p in range(store.partitions)]
     # No dictionary pages: item ids and timestamps are near-unique; zstd-1 halves the size at lz4-like speed.
     with pq.ParquetWriter(path, table_schema, use_dictionary=False, compression="zstd", compression_level=1) as \
@@ -715,23 +718,43 @@ def _write_sequences(path: Path, store: Any, split: _Split, users: np.ndarray, i
     ) as bar:
         for start in range(0, len(users), block):
             codes = users[start : start + block]
+            ends = np.cumsum(split.length[codes])
             pieces = [piece for cursor in cursors for piece in cursor.take_until(int(codes[-1]))]
-            cols = {k: np.concatenate([piece[k] for piece in pieces]) for k in pieces[0]}
-            if store.partitions > 1:  # interleave partitions back into user-code order (runs stay in order)
-                order = np.argsort(cols["user"], kind="stable")
-                cols = {k: v[order] for k, v in cols.items()}
-            offsets = pa.array(np.r_[0, np.cumsum(split.length[codes])].astype(np.int32))
+            cols = _interleave(pieces, codes, ends, item_idx)
+            offsets = pa.array(np.r_[0, ends].astype(np.int32))
             arrays = {
                 "user_idx": pa.array(np.arange(start, start + len(codes), dtype=np.int32)),
-                "items": pa.ListArray.from_arrays(offsets, pa.array(item_idx[cols["item"]])),
+                "items": pa.ListArray.from_arrays(offsets, pa.array(cols["item"])),
                 "timestamps": pa.ListArray.from_arrays(offsets, pa.array(cols["ts"])),
                 "train_end": pa.array(split.train_end[codes].astype(np.int32)),
                 "valid_end": pa.array(split.valid_end[codes].astype(np.int32)),
             }
             if has_actions:
                 arrays["actions"] = pa.ListArray.from_arrays(offsets, pa.array(cols["action"]))
-            writer.write_table(pa.table(arrays, schema=table_schema), row_group_size=schema.ROW_GROUP_USERS)
+            writer.write_table(pa.table(arrays, schema=table_schema), row_group_size=group)
             bar.update(len(codes))
+
+
+def _interleave(pieces: list[Columns], codes: np.ndarray, ends: np.ndarray, item_idx: np.ndarray) -> Columns:
+    """Scatter user-sorted pieces (one per partition) into one block in user-code order; items -> item_idx.
+
+    Each user's events sit contiguously in exactly one piece, so a row's destination is its user's offset in the
+    block plus its position within the user: no sort needed.
+    """
+    out = {k: np.empty(int(ends[-1]), v.dtype) for k, v in pieces[0].items() if k != "user"}
+    out["item"] = np.empty(int(ends[-1]), np.int32)
+    for piece in pieces:
+        user = piece["user"]
+        if len(user) == 0:
+            continue
+        starts, run_codes, run_length = _runs(user)
+        run_rank = np.searchsorted(codes, run_codes)
+        begin = ends[run_rank] - run_length  # where each run goes in the block
+        dest = np.arange(len(user)) + np.repeat(begin - starts, run_length)
+        out["item"][dest] = item_idx[piece["item"]]
+        for key in out.keys() - {"item"}:
+            out[key][dest] = piece[key]
+    return out
 
 
 def _feature_columns(table: pa.Table | None, kind: str, raw_ids: pa.Array,
@@ -846,6 +869,9 @@ def prepare(config: PrepareConfig, raw: RawLog | None = None) -> Manifest:
     """
     config.validate()
     with atomic_output_dir(config.output, overwrite=config.overwrite) as tmp:
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # a dataset folder is shared data, not private like a fresh temporary folder
         if raw is None:
             raw = open_reader(config.format, config.input, **config.reader_options)
         hasher = concurrent.futures.ThreadPoolExecutor(max_workers=1)  # checksums overlap with the work
@@ -867,9 +893,12 @@ def _build(config: PrepareConfig, raw: RawLog, tmp: Path) -> Manifest:
         num_users, num_items = len(encoder.users), len(encoder.items)
         item_degree = np.zeros(num_items, np.int64)
         for part in tqdm(range(store.partitions), desc="sort", unit="part", disable=None):
-            cols = _sort_dedupe(store.get(part), config.dedupe, num_items, counts)
+            cols = store.get(part)
+            done = _sort_dedupe(cols, config.dedupe, num_items, counts)
+            if done is not None:
+                store.put(part, done)
+                cols = done
             item_degree += np.bincount(cols["item"], minlength=num_items)
-            store.put(part, cols)
         masks = None
         if config.kcore > 0:
             masks = _kcore(store, config.kcore, config.kcore_iterate, num_users, item_degree, counts)
