@@ -32,11 +32,13 @@ def scores(query: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
 
 
 def softmax_loss(query: torch.Tensor, table: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
-    """Full cross entropy: logits ``query @ table.T`` over ids ``0..N`` with id 0 (padding) masked out."""
-    logits = query @ table.T
-    padding = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-    padding[0] = True
-    return F.cross_entropy(logits.masked_fill(padding, float("-inf")), target_ids.to(torch.int64))
+    """Full cross entropy over ids ``1..N`` of a ``(N + 1, D)`` table (row 0 = padding, never a class).
+
+    The padding row is sliced off rather than masked: masking would copy the (T, N + 1) logits, which is the
+    largest tensor of a training step.
+    """
+    logits = query @ table[1:].T
+    return F.cross_entropy(logits, target_ids.to(torch.int64) - 1)
 
 
 def sampled_softmax_loss(
