@@ -30,7 +30,7 @@ if [[ $FRESH == 1 || ! -f data/synthetic/manifest.json ]]; then
   echo "== generating a synthetic interaction log ($USERS users)"
   seqrec synth --output data/synthetic-raw --users "$USERS" --seed 7 --overwrite
   echo "== preparing it into a dataset folder"
-  seqrec prepare --format synthetic --input data/synthetic-raw --output data/synthetic --overwrite
+  seqrec prepare --format synthetic data/synthetic-raw data/synthetic --overwrite
 fi
 seqrec inspect data/synthetic | head -30
 
