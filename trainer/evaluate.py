@@ -154,7 +154,15 @@ def _write_per_user(path: Path, env: DistEnv, users: torch.Tensor, acc: MetricAc
 # ------------------------------------------------------------------------------------------------- the command
 def add_arguments(parser: Any) -> None:
     """``seqrec evaluate`` arguments."""
-    parser.add_argument("run", help="run folder (outputs/<experiment>/<run_id>) or one of its checkpoints")
+    parser.add_argument(
+        "run",
+        help="run folder (outputs/<experiment>/<run_id>) or one of its checkpoints; with --popularity, a dataset folder",
+    )
+    parser.add_argument(
+        "--popularity",
+        action="store_true",
+        help="evaluate the most-popular baseline on the dataset folder given as RUN (same protocol as models)",
+    )
     parser.add_argument(
         "--split", choices=("valid", "test"), default="test", help="which targets (default: test)"
     )
@@ -166,8 +174,32 @@ def add_arguments(parser: Any) -> None:
     )
 
 
+def evaluate_popularity(folder: str | Path, split: str, cfg: EvalConfig, batch_size: int = 1024) -> dict[str, Any]:
+    """The most-popular baseline under exactly the protocol used for trained models (this process only)."""
+    from modules.popularity import Popularity
+    from trainer.data.loader import LoaderConfig, build_loader
+    from trainer.data.schema import ITEMS, read_manifest
+
+    manifest = read_manifest(folder)
+    popularity = pq.read_table(Path(folder) / ITEMS, columns=["popularity"]).column("popularity").to_numpy()
+    model = Popularity(torch.from_numpy(np.concatenate([[0], popularity]).astype(np.float32)))
+    loader = build_loader(folder, LoaderConfig(batch_size=batch_size, max_len=1, kind="last", split=split, shuffle=False))
+    env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend="none")
+    return evaluate_model(model, loader, manifest, cfg, env)
+
+
 def run(args: Any) -> int:
     """Load the run's newest checkpoint (any world size) and write ``eval_<split>.json`` next to it."""
+    if args.popularity:
+        from trainer.config import load_config
+        from trainer.errors import ConfigError
+
+        other = [o for o in args.overrides if not o.startswith("eval.")]
+        if other:
+            raise ConfigError(f"with --popularity only eval.* overrides apply; got {other}")
+        metrics = evaluate_popularity(args.run, args.split, load_config(args.overrides).eval)
+        print(json.dumps({"baseline": "popularity", "split": args.split, **metrics}, indent=2))
+        return 0
     from omegaconf import OmegaConf
 
     from trainer import checkpoint
