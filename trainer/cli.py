@@ -55,7 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``seqrec`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command if command in COMMANDS else "").parse_args(argv)
+    parser = build_parser(command if command in COMMANDS else "")
+    args, unknown = parser.parse_known_args(argv)
+    # KEY=VALUE overrides may follow options (`evaluate RUN --split test eval.ks=[5]`); argparse cannot interleave.
+    if unknown and hasattr(args, "overrides") and all("=" in u and not u.startswith("-") for u in unknown):
+        args.overrides = [*args.overrides, *unknown]
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -62,22 +62,23 @@ def init_distributed(timeout_s: int = 600) -> DistEnv:
     """Join the process group torchrun/torchx describe in the environment, or make a 1-process group.
 
     DistributedModelParallel always needs a process group, so a plain ``python -m trainer.train`` run creates a
-    single-process one on a free loopback port.
+    single-process one backed by an in-memory store.
     """
-    if "RANK" not in os.environ:
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(free_port()))
-    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    rank = int(os.environ["RANK"]) if launched else 0
+    world_size = int(os.environ["WORLD_SIZE"]) if launched else 1
+    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if launched else 0
     if torch.cuda.is_available():
         device, backend = torch.device("cuda", local_rank), "nccl"
         torch.cuda.set_device(device)
     else:
         device, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(
-            backend, rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s)
-        )
+        timeout = datetime.timedelta(seconds=timeout_s)
+        if launched:
+            dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timeout)
+        else:  # a 1-process group in memory: no port, nothing left in the environment
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
     return DistEnv(rank, world_size, local_rank, device, backend)
 
 

@@ -72,3 +72,40 @@ def test_bad_inputs_fail_with_one_clear_error(tiny_dataset: Path, tmp_path: Path
     with pytest.raises(ConfigError, match="dim"):
         _train(tiny_dataset, tmp_path, "trainer.run_id=other", "model.dim=32", f"trainer.init_from={base['run_dir']}")
     assert checkpoint.latest_checkpoint(base["run_dir"]) is not None
+
+
+def test_accumulation_bf16_and_early_stopping(tiny_dataset: Path, tmp_path: Path) -> None:
+    accumulated = _train(tiny_dataset, tmp_path, "trainer.run_id=acc", "trainer.pipeline=false", "optim.accumulate=2",
+                         "trainer.max_steps=4", "trainer.test_at_end=false")
+    assert accumulated["steps"] == 4
+    bf16 = _train(tiny_dataset, tmp_path, "trainer.run_id=bf16", "trainer.bf16=true", "trainer.max_steps=3",
+                  "trainer.test_at_end=false")
+    assert all(loss == loss for loss in bf16["train_losses"])  # finite, no NaN
+    stopped = _train(tiny_dataset, tmp_path, "trainer.run_id=early", "trainer.epochs=30",
+                     "trainer.early_stopping_patience=1", "optim.lr=0.0", "optim.sparse_lr=0.0",
+                     "trainer.test_at_end=false")
+    assert stopped["epochs"] < 30  # nothing can improve with a zero learning rate
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_stops(tiny_dataset: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "trainer.train",
+           *train_overrides(tiny_dataset, tmp_path, "trainer.run_id=term", "trainer.epochs=1000", "trainer.log_every=1")]
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    run = tmp_path / "default" / "term"
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(run.glob("tb/events*")):
+        time.sleep(0.5)
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, output[-3000:]
+    assert "SIGTERM received" in output
+    ckpt = checkpoint.latest_checkpoint(run)
+    assert ckpt is not None and checkpoint.read_meta(ckpt)["step"] > 0
