@@ -260,6 +260,8 @@ class Trainer:
     def _log_scalars(self, logs: dict[str, torch.Tensor], seqs_per_s: float, bar: Any) -> None:
         loss = float(logs["loss"])
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        if bar.disable:  # no progress bar (logs, CI): one line per log interval instead
+            log.info("epoch %d step %d loss %.4f (%.0f targets/s on rank 0)", self.epoch, self.step, loss, seqs_per_s)
         if self.writer is None:
             return
         self.writer.add_scalar("train/loss", loss, self.step)
