@@ -32,7 +32,7 @@ if [[ $FRESH == 1 || ! -f data/synthetic/manifest.json ]]; then
   echo "== preparing it into a dataset folder"
   seqrec prepare --format synthetic data/synthetic-raw data/synthetic --overwrite
 fi
-seqrec inspect data/synthetic | head -30
+seqrec inspect data/synthetic
 
 APP=quickstart-$(date +%Y%m%d-%H%M%S)
 echo "== training SASRec on 2 ranks (torchx dist.ddp, gloo on CPU)"

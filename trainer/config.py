@@ -188,6 +188,7 @@ def validate(cfg: TrainConfig) -> None:
     checks = [
         (m.attn_backend in ("sdpa", "naive"), "model.attn_backend must be sdpa or naive"),
         (m.dim % m.num_heads == 0, f"model.dim={m.dim} must be divisible by model.num_heads={m.num_heads}"),
+        (m.dim % 4 == 0, f"model.dim={m.dim} must be a multiple of 4 (FBGEMM embedding kernels need it)"),
         (d.max_len >= 1 and d.batch_size >= 1, "data.max_len and data.batch_size must be >= 1"),
         (d.negatives in ("auto", "none", "uniform", "popularity", "in_batch"), "data.negatives is unknown"),
         (

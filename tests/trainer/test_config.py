@@ -49,6 +49,7 @@ def test_overrides_apply_and_round_trip() -> None:
         (["model.loss=nope"], "model.loss"),
         (["model.loss=bce", "data.negatives=none"], "data.negatives"),
         (["model.dim=30", "model.num_heads=4"], "model.num_heads"),
+        (["model.dim=50"], "multiple of 4"),
         (["optim.accumulate=2"], "trainer.pipeline=false"),
         (["trainer.resume=true", "trainer.init_from=x"], "trainer.init_from"),
         (["experiment=does_not_exist"], "experiment/does_not_exist"),

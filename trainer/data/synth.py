@@ -523,5 +523,5 @@ def run(args: argparse.Namespace) -> int:
         + ", ".join(f"{k} {v:,}" for k, v in counts["actions"].items())
     )
     print(format_stats(meta["transition_stats"]))
-    print(f"make a dataset from it with: seqrec prepare --format synthetic --input {args.output} ...")
+    print(f"make a dataset from it with: seqrec prepare --format synthetic {args.output} DATASET_FOLDER")
     return 0
