@@ -1,0 +1,134 @@
+"""Serving latency: model-only (fp32 vs INT8 TorchScript) and end to end through TorchServe on loopback.
+
+    python scripts/bench_serving.py --run outputs/<experiment>/<run_id>
+    python scripts/bench_serving.py            # trains a small synthetic run first (dim 64, max_len 200)
+
+Model-only: p50/p99 of one call at batch 1 and 32, history length 50/200/1000 (histories longer than the
+model's max_len are cut to it inside the model), for fp32, INT8 tables only, and INT8 tables + INT8 linears.
+End to end: an archive of the INT8 model served by a locked-down TorchServe (token auth on), 1/8/32 concurrent
+clients sending history-length-200 requests, each level bounded by --requests and --seconds. Prints ratios
+against fp32 measured in the same process, and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def train_small_run(root: Path) -> Path:
+    """A synthetic dataset and a one-epoch dim-64, max_len-200 run under ``root``."""
+    py = sys.executable
+    subprocess.run([py, "-m", "trainer.cli", "synth", "--output", str(root / "raw"), "--users", "3000",
+                    "--items", "5000", "--seed", "1"], check=True, cwd=REPO)
+    subprocess.run([py, "-m", "trainer.cli", "prepare", "--format", "synthetic", str(root / "raw"),
+                    str(root / "ds")], check=True, cwd=REPO)
+    subprocess.run([py, "-m", "trainer.train", f"data.path={root / 'ds'}", f"trainer.output_dir={root / 'out'}",
+                    "trainer.run_id=bench", "trainer.epochs=1", "model.dim=64", "data.max_len=200",
+                    "trainer.progress=false", "trainer.test_at_end=false"], check=True, cwd=REPO)
+    return root / "out" / "default" / "bench"
+
+
+def model_only(run: Path, repeats: int) -> None:
+    from serving import quantize
+    from serving.export import build_variant, load_trained, model_latency
+    from serving.inference import script
+
+    trained = load_trained(run)
+    n = trained.model.config.num_items
+    variants = {
+        "fp32": script(build_variant(trained.model, False, [])[0]),
+        "int8 tables": script(build_variant(trained.model, True, [])[0]),
+        "int8 tables+linears": script(build_variant(trained.model, True, list(quantize.DENSE_GROUPS))[0]),
+    }
+    print(f"\nmodel only: {n} items, dim {trained.model.config.dim}, max_len {trained.cfg.data.max_len} (ms)")
+    print(f"{'variant':<22}{'batch':>6}{'hist':>6}{'p50':>9}{'p99':>9}{'x fp32 p50':>12}")
+    for batch in (1, 32):
+        for length in (50, 200, 1000):
+            base = None
+            for name, model in variants.items():
+                t = model_latency(model, n, batch, length, repeats=repeats if batch == 1 else max(5, repeats // 4))
+                base = base or t["p50_ms"]
+                print(f"{name:<22}{batch:>6}{length:>6}{t['p50_ms']:>9.2f}{t['p99_ms']:>9.2f}{base / t['p50_ms']:>12.2f}")
+
+
+def _client(url: str, key: str, body: bytes, timeout: float) -> float:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json",
+                                                                 "Authorization": f"Bearer {key}"})
+    start = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        response.read()
+    return 1000.0 * (time.perf_counter() - start)
+
+
+def end_to_end(run: Path, work: Path, requests: int, seconds: float, batch_size: int, delay_ms: int) -> None:
+    from serving.export import ExportConfig, export_run
+    from serving.serve import ServerConfig, read_keys, start, stop
+    from trainer.distributed import free_port
+
+    meta = export_run(ExportConfig(run=run, output=work / "export", evaluate=False, archive=True,
+                                   batch_size=batch_size, max_batch_delay_ms=delay_ms))
+    ids = json.loads((Path(meta["output"]) / "id_map.json").read_text())["raw_ids"]
+    cfg = ServerConfig(archive=Path(meta["archive"]), port=free_port(), management_port=free_port(),
+                       metrics_port=free_port())
+    rng = np.random.default_rng(0)
+    bodies = [json.dumps({"history": [ids[i] for i in rng.integers(0, len(ids), 200)], "k": 10}).encode()
+              for _ in range(64)]
+    try:
+        start(cfg, timeout_s=180)
+        key, url = read_keys(cfg.folder)["inference"], f"{cfg.url}/predictions/{cfg.model_name}"
+        print(f"\nend to end via TorchServe (batchSize {batch_size}, maxBatchDelay {delay_ms} ms, "
+              f"{os.cpu_count()} workers), history length 200 (ms)")
+        print(f"{'clients':>8}{'requests':>10}{'p50':>9}{'p99':>9}{'req/s':>9}")
+        for clients in (1, 8, 32):
+            _client(url, key, bodies[0], 30)  # warm-up
+            deadline, latencies = time.monotonic() + seconds, []
+            began = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=clients) as pool:
+                while len(latencies) < requests and time.monotonic() < deadline:
+                    wave = [bodies[(len(latencies) + i) % len(bodies)] for i in range(clients)]
+                    latencies += list(pool.map(lambda b: _client(url, key, b, 30), wave))
+            wall = time.perf_counter() - began
+            ms = np.asarray(latencies)
+            print(f"{clients:>8}{len(ms):>10}{np.percentile(ms, 50):>9.2f}{np.percentile(ms, 99):>9.2f}"
+                  f"{len(ms) / wall:>9.1f}")
+    finally:
+        stop(cfg)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, help="trained run folder (default: train a small one)")
+    parser.add_argument("--repeats", type=int, default=40, help="model-only calls per measurement")
+    parser.add_argument("--requests", type=int, default=320, help="end-to-end requests per concurrency level")
+    parser.add_argument("--seconds", type=float, default=20.0, help="end-to-end time cap per concurrency level")
+    parser.add_argument("--batch-size", type=int, default=8, help="TorchServe batchSize")
+    parser.add_argument("--max-batch-delay-ms", type=int, default=2, help="TorchServe maxBatchDelay")
+    parser.add_argument("--skip-e2e", action="store_true", help="model-only figures only")
+    args = parser.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        run = args.run or train_small_run(Path(tmp))
+        model_only(run, args.repeats)
+        if not args.skip_e2e:
+            end_to_end(run, Path(tmp), args.requests, args.seconds, args.batch_size, args.max_batch_delay_ms)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,357 @@
+"""Export a trained run for serving: ``seqrec export RUN [--archive]``.
+
+Loads the run's sharded checkpoint (any world size: DCP reshards into a plain module) into an unsharded model on
+CPU, optionally magnitude-prunes it, quantizes the item table to row-wise INT8 (TorchRec/FBGEMM) and the linears
+to dynamic INT8 where that is measured to be faster, wraps it in `serving.inference.TopKRecommender` and saves
+TorchScript. The artefact folder (written atomically) is server-agnostic::
+
+    model.pt        TorchScript: (history int64 (T,), lengths int64 (B,), k int, exclude_seen bool)
+                    -> (scores (B, k) float32, item indices (B, k) int64, 1..N)
+    id_map.json     {"raw_ids": [raw id of item 1..N], "popularity": [train count of item 1..N]}
+    metadata.json   model config, source run/checkpoint, compression choices, NDCG@10 fp32 vs exported on the
+                    validation split, artefact and tensor sizes, model-only latency
+
+With ``--archive`` a TorchServe archive ``<name>.mar`` is built next to them (see `serving.archive`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+
+from serving import quantize
+from serving.inference import TopKRecommender, from_sasrec, script
+from serving.service import ID_MAP_FILE, METADATA_FILE, MODEL_FILE
+from trainer.errors import ConfigError
+
+log = logging.getLogger("seqrec.export")
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(kw_only=True)
+class ExportConfig:
+    """What `export_run` does.
+
+    Args:
+        run: run folder (or one of its checkpoints). output: artefact folder (default ``<run>/export``).
+        checkpoint: ``step_N`` to export instead of the newest. overwrite: replace an existing output folder.
+        quantize: INT8 tables (+ linears per ``dense``); False exports fp32.
+        dense: ``auto`` (INT8 per layer group where timed faster), ``int8`` (all linears) or ``fp32``.
+        prune_sparsity: fraction of each pruned tensor set to zero (0 = no pruning).
+        prune_layers: layer types to prune, among ``linear`` and ``embedding``.
+        evaluate: record NDCG@10 (fp32 vs exported) on the validation split.
+        archive: also build the TorchServe ``.mar``. batch_size, max_batch_delay_ms: its server-side batching.
+    """
+
+    run: Path
+    output: Path | None = None
+    checkpoint: str | None = None
+    overwrite: bool = False
+    quantize: bool = True
+    dense: str = "auto"
+    prune_sparsity: float = 0.0
+    prune_layers: tuple[str, ...] = ("linear",)
+    evaluate: bool = True
+    archive: bool = False
+    batch_size: int = 8
+    max_batch_delay_ms: int = 5
+
+    def validate(self) -> None:
+        """Raise `ConfigError` naming the option to change."""
+        if self.dense not in ("auto", "int8", "fp32"):
+            raise ConfigError(f"--dense must be auto, int8 or fp32, got {self.dense!r}")
+        if not 0.0 <= self.prune_sparsity < 1.0:
+            raise ConfigError(f"--prune-sparsity must be in [0, 1), got {self.prune_sparsity}")
+        unknown = sorted(set(self.prune_layers) - set(quantize.PRUNE_LAYERS))
+        if unknown:
+            raise ConfigError(f"--prune-layers: unknown {unknown}; choose among {list(quantize.PRUNE_LAYERS)}")
+        if self.batch_size < 1 or self.max_batch_delay_ms < 0:
+            raise ConfigError("--batch-size must be >= 1 and --max-batch-delay-ms >= 0")
+
+
+@dataclasses.dataclass
+class TrainedRun:
+    """An unsharded trained model in eval mode and where it came from."""
+
+    model: nn.Module
+    cfg: Any  # trainer.config.TrainConfig
+    checkpoint: Path
+    run_dir: Path
+
+
+def load_trained(run: str | Path, checkpoint: str | None = None) -> TrainedRun:
+    """Load a run's checkpoint (written by any world size) into a plain CPU model, without a process group."""
+    import torch.distributed.checkpoint as dcp
+    from omegaconf import OmegaConf
+    from torch.distributed.checkpoint import DefaultLoadPlanner
+
+    from trainer.checkpoint import latest_checkpoint, read_meta
+    from trainer.config import from_dict
+    from trainer.data.schema import read_manifest
+    from trainer.model_factory import build_model
+
+    run = Path(run)
+    ckpt = run / "checkpoints" / checkpoint if checkpoint else latest_checkpoint(run)
+    if ckpt is None or not (ckpt / "meta.json").is_file():
+        raise ConfigError(f"{run}: no complete checkpoint{f' {checkpoint}' if checkpoint else ''} "
+                          "(expected checkpoints/step_N/meta.json)")
+    run_dir = ckpt.parent.parent
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir}: no config.yaml; not a seqrec run folder")
+    cfg = from_dict(OmegaConf.load(run_dir / "config.yaml"))
+    manifest = read_manifest(cfg.data.path)
+    if read_meta(ckpt).get("num_items", manifest.num_items) != manifest.num_items:
+        raise ConfigError(f"{ckpt}: checkpoint and dataset {cfg.data.path} disagree on the number of items")
+    model = build_model(cfg.model, manifest.num_items, cfg.data.max_len, torch.device("cpu"))
+    state = {"model": model.state_dict()}
+    try:
+        dcp.load(state, checkpoint_id=str(ckpt), planner=DefaultLoadPlanner(allow_partial_load=True))
+    except Exception as exc:  # DCP wraps failures; surface the first line
+        raise ConfigError(f"{ckpt}: cannot load checkpoint ({str(exc).splitlines()[0]})") from exc
+    model.load_state_dict(state["model"])
+    return TrainedRun(model.eval(), cfg, ckpt, run_dir)
+
+
+def build_variant(
+    model: nn.Module,
+    quantize_tables: bool,
+    dense_groups: list[str],
+    prune_sparsity: float = 0.0,
+    prune_layers: tuple[str, ...] = (),
+) -> tuple[TopKRecommender, float]:
+    """A compressed copy of a trained SASRec as a `TopKRecommender` (eager) and the pruned sparsity achieved."""
+    module = from_sasrec(copy.deepcopy(model))
+    sparsity = 0.0
+    if prune_sparsity > 0.0:
+        sparsity = quantize.prune(module.blocks, module.item_ec, prune_sparsity, prune_layers)
+    quantize.quantize_dense(module.blocks, dense_groups)
+    if quantize_tables:
+        quantize.quantize_tables(module)
+    return module.eval(), sparsity
+
+
+class _EvalAdapter(nn.Module):
+    """The model contract `trainer.evaluate.evaluate_model` calls (`encode`, `item_embeddings`), served by a
+    `TopKRecommender`, so exported variants are measured with exactly the protocol of ``seqrec evaluate``."""
+
+    def __init__(self, module: TopKRecommender) -> None:
+        super().__init__()
+        self.recommender = module
+
+    def encode(self, batch) -> torch.Tensor:
+        history = batch.sparse["history"]
+        return self.recommender.encode_and_catalogue(history.values(), history.lengths())[0]
+
+    def item_embeddings(self, item_ids: torch.Tensor) -> torch.Tensor:
+        one = torch.ones(1, dtype=torch.int64)
+        return self.recommender.encode_and_catalogue(one, one)[1][item_ids - 1]
+
+
+def evaluate_variant(module: TopKRecommender, cfg: Any, split: str = "valid") -> dict[str, float]:
+    """Full-ranking metrics of ``module`` on ``split`` (world size 1, CPU)."""
+    from trainer.data.loader import LoaderConfig, build_loader
+    from trainer.data.schema import read_manifest
+    from trainer.distributed import DistEnv
+    from trainer.evaluate import evaluate_model
+
+    env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend="gloo")
+    loader_cfg = LoaderConfig(
+        kind="last", split=split, batch_size=cfg.data.eval_batch_size, max_len=cfg.data.max_len, shuffle=False
+    )
+    loader = build_loader(cfg.data.path, loader_cfg)
+    with torch.inference_mode():
+        return evaluate_model(_EvalAdapter(module), loader, read_manifest(cfg.data.path), cfg.eval, env)
+
+
+def model_latency(
+    model: Any, num_items: int, batch: int, length: int, repeats: int = 30, k: int = 10, seed: int = 0
+) -> dict[str, float]:
+    """p50/p99 (ms) of one call of a (scripted) `TopKRecommender` on random histories of ``length`` items."""
+    generator = torch.Generator().manual_seed(seed)
+    history = torch.randint(1, num_items + 1, (batch * length,), generator=generator)
+    lengths = torch.full((batch,), length, dtype=torch.int64)
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 3):
+            start = time.perf_counter()
+            model(history, lengths, k, True)
+            if i >= 3:  # the first calls run TorchScript's profiling passes
+                times.append(time.perf_counter() - start)
+    ms = np.asarray(times) * 1000.0
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+
+
+def write_id_map(dataset: str | Path, out: Path, num_items: int) -> None:
+    """``id_map.json`` from the dataset's ``items.parquet`` (row i is item i + 1), checked against N."""
+    path = Path(dataset) / "items.parquet"
+    table = pq.read_table(path, columns=["item_idx", "raw_id", "popularity"])
+    idx = table.column("item_idx").to_numpy()
+    if len(idx) != num_items or not np.array_equal(idx, np.arange(1, num_items + 1)):
+        raise ConfigError(f"{path}: item_idx must be exactly 1..{num_items} in order")
+    id_map = {"raw_ids": table.column("raw_id").to_pylist(), "popularity": table.column("popularity").to_pylist()}
+    (out / ID_MAP_FILE).write_text(json.dumps(id_map) + "\n")
+
+
+def _dense_choice(config: ExportConfig, module: TopKRecommender, max_len: int) -> tuple[list[str], dict]:
+    """Which linear groups go INT8, and the timings behind an ``auto`` choice."""
+    if not config.quantize or config.dense == "fp32":
+        return [], {}
+    if config.dense == "int8":
+        return list(quantize.DENSE_GROUPS), {}
+    dim = module.positions.shape[1]
+    example = torch.randn(32, max_len, dim, generator=torch.Generator().manual_seed(0))
+    timings = quantize.time_dense_groups(module.blocks, example)
+    return quantize.choose_dense_groups(timings), timings
+
+
+def export_run(config: ExportConfig) -> dict[str, Any]:
+    """Export ``config.run``; returns the metadata written (also printed by the command)."""
+    config.validate()
+    trained = load_trained(config.run, config.checkpoint)
+    cfg, num_items = trained.cfg, trained.model.config.num_items
+    output = Path(config.output) if config.output else trained.run_dir / "export"
+    if output.exists() and not config.overwrite:
+        raise ConfigError(f"{output}: output folder already exists (pass --overwrite to replace it)")
+    fp32, _ = build_variant(trained.model, False, [])
+    groups, timings = _dense_choice(config, fp32, cfg.data.max_len)
+    variant, sparsity = build_variant(
+        trained.model, config.quantize, groups, config.prune_sparsity, config.prune_layers
+    )
+    scripted, fp32_scripted = script(variant), script(fp32)
+    meta: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "signature": "forward(history: int64 (T,), lengths: int64 (B,), k: int, exclude_seen: bool) "
+        "-> (scores float32 (B, k), items int64 (B, k) in 1..N)",
+        "model": dataclasses.asdict(trained.model.config),
+        "num_items": num_items,
+        "max_len": cfg.data.max_len,
+        "source": {"run": str(trained.run_dir), "checkpoint": str(trained.checkpoint), "dataset": cfg.data.path},
+        "compression": {
+            "tables": "int8 rowwise (torchrec)" if config.quantize else "fp32",
+            "dense_int8_groups": groups,
+            "dense_timings_ms": timings,
+            "prune_sparsity": config.prune_sparsity,
+            "prune_layers": list(config.prune_layers) if config.prune_sparsity else [],
+            "sparsity_achieved": sparsity,
+        },
+    }
+    from trainer.data.schema import atomic_output_dir
+
+    with atomic_output_dir(output, overwrite=config.overwrite) as tmp:
+        scripted.save(str(tmp / MODEL_FILE))
+        fp32_scripted.save(str(tmp / "fp32.tmp.pt"))  # only for the size comparison, removed below
+        meta["size"] = _sizes(tmp / MODEL_FILE, tmp / "fp32.tmp.pt", variant, fp32)
+        (tmp / "fp32.tmp.pt").unlink()
+        meta["latency"] = {
+            name: {f"b{b}_l{cfg.data.max_len}": model_latency(m, num_items, b, cfg.data.max_len) for b in (1, 32)}
+            for name, m in (("fp32", fp32_scripted), ("exported", scripted))
+        }
+        if config.evaluate:
+            meta["metrics"] = _metrics(fp32, variant, cfg)
+        write_id_map(cfg.data.path, tmp, num_items)
+        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if config.archive:
+            from serving.archive import build_archive
+
+            meta["archive"] = str(output / build_archive(
+                tmp, tmp, config.batch_size, config.max_batch_delay_ms
+            ).name)
+            (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    meta["output"] = str(output)
+    return meta
+
+
+def _sizes(model_file: Path, fp32_file: Path, variant: nn.Module, fp32: nn.Module) -> dict[str, float]:
+    file_bytes, fp32_file_bytes = model_file.stat().st_size, fp32_file.stat().st_size
+    tensor_bytes, fp32_tensor_bytes = quantize.tensor_bytes(variant), quantize.tensor_bytes(fp32)
+    return {
+        "file_bytes": file_bytes,
+        "fp32_file_bytes": fp32_file_bytes,
+        "file_ratio": fp32_file_bytes / file_bytes,
+        "tensor_bytes": tensor_bytes,
+        "fp32_tensor_bytes": fp32_tensor_bytes,
+        "tensor_ratio": fp32_tensor_bytes / tensor_bytes,
+        "table_ratio": quantize.tensor_bytes(fp32.item_ec) / quantize.tensor_bytes(variant.item_ec),
+    }
+
+
+def _metrics(fp32: TopKRecommender, variant: TopKRecommender, cfg: Any) -> dict[str, float]:
+    base = evaluate_variant(fp32, cfg)["ndcg@10"]
+    exported = evaluate_variant(variant, cfg)["ndcg@10"]
+    return {
+        "split": "valid",
+        "fp32_ndcg@10": base,
+        "exported_ndcg@10": exported,
+        "relative_change": (exported - base) / base if base else 0.0,
+    }
+
+
+def _summary(meta: dict[str, Any]) -> str:
+    size, comp = meta["size"], meta["compression"]
+    lines = [
+        f"exported to {meta['output']}",
+        f"  tables {comp['tables']}, INT8 linear groups {comp['dense_int8_groups'] or 'none'}"
+        + (f", pruned {comp['sparsity_achieved']:.1%} of {comp['prune_layers']}" if comp["prune_layers"] else ""),
+        f"  size: model file {size['file_bytes'] / 2**20:.2f} MiB ({size['file_ratio']:.2f}x smaller than fp32), "
+        f"tensors {size['tensor_bytes'] / 2**20:.2f} MiB ({size['tensor_ratio']:.2f}x; "
+        f"item table {size['table_ratio']:.2f}x)",
+    ]
+    for key in meta["latency"]["fp32"]:
+        a, b = meta["latency"]["fp32"][key], meta["latency"]["exported"][key]
+        lines.append(f"  latency {key}: fp32 p50 {a['p50_ms']:.2f} ms, exported p50 {b['p50_ms']:.2f} ms "
+                     f"({a['p50_ms'] / b['p50_ms']:.2f}x)")
+    if "metrics" in meta:
+        m = meta["metrics"]
+        lines.append(f"  NDCG@10 (valid): fp32 {m['fp32_ndcg@10']:.4f}, exported {m['exported_ndcg@10']:.4f} "
+                     f"({m['relative_change']:+.2%})")
+    if "archive" in meta:
+        lines.append(f"  archive: {meta['output']}/{Path(meta['archive']).name}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------- the command
+def add_arguments(parser: Any) -> None:
+    """``seqrec export`` arguments."""
+    parser.add_argument("run", type=Path, help="run folder (outputs/<experiment>/<run_id>) or one of its checkpoints")
+    parser.add_argument("--output", type=Path, help="artefact folder (default: RUN/export)")
+    parser.add_argument("--checkpoint", help="checkpoint folder name, e.g. step_1200 (default: newest)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--no-quantize", dest="quantize", action="store_false", help="export fp32")
+    parser.add_argument("--dense", choices=("auto", "int8", "fp32"), default="auto",
+                        help="linears: INT8 where timed faster (auto), always, or never")
+    parser.add_argument("--prune-sparsity", type=float, default=0.0, help="magnitude pruning, fraction of zeros")
+    parser.add_argument("--prune-layers", default="linear", help="comma-separated: linear,embedding")
+    parser.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the NDCG comparison")
+    parser.add_argument("--archive", action="store_true", help="also build a TorchServe .mar")
+    parser.add_argument("--batch-size", type=int, default=8, help="TorchServe server-side batch size")
+    parser.add_argument("--max-batch-delay-ms", type=int, default=5, help="TorchServe max batch delay")
+
+
+def run(args: Any) -> int:
+    """Export, print the summary, return 0."""
+    config = ExportConfig(
+        run=args.run,
+        output=args.output,
+        checkpoint=args.checkpoint,
+        overwrite=args.overwrite,
+        quantize=args.quantize,
+        dense=args.dense,
+        prune_sparsity=args.prune_sparsity,
+        prune_layers=tuple(x.strip() for x in args.prune_layers.split(",") if x.strip()),
+        evaluate=args.evaluate,
+        archive=args.archive,
+        batch_size=args.batch_size,
+        max_batch_delay_ms=args.max_batch_delay_ms,
+    )
+    print(_summary(export_run(config)))
+    return 0

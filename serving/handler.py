@@ -1,0 +1,47 @@
+"""TorchServe handler: a thin adapter from TorchServe's batches to `serving.service.Recommender`.
+
+``initialize`` loads the export folder TorchServe unpacked from the ``.mar`` (TorchScript + JSON id map, no
+pickles); ``preprocess`` validates each request of the batch and answers a bad one with 400 and the reason
+(`context.set_response_status(400, reason, idx)`), so the rest of the batch is still served; ``inference``
+scores the valid ones in one batched call under `torch.inference_mode`; ``postprocess`` returns one plain dict
+per request. TorchServe allows one class per handler file.
+"""
+
+import fbgemm_gpu  # noqa: F401  (must precede anything that loads TorchRec/fbgemm TorchScript ops)
+import torch
+from ts.torch_handler.base_handler import BaseHandler
+
+from serving.service import Recommender, RequestError
+
+
+class SeqrecHandler(BaseHandler):
+    """Batched next-item recommendations: ``{"history": [...], "k": 10, "exclude_seen": true}`` per request."""
+
+    def initialize(self, context) -> None:
+        self.manifest = context.manifest
+        self.service = Recommender.load(context.system_properties["model_dir"])
+        self.initialized = True
+
+    def preprocess(self, data: list) -> list:
+        """``[(index in batch, Request) or (index, error message)]``; bad requests get their 400 here."""
+        parsed = []
+        for idx, row in enumerate(data):
+            body = row
+            if isinstance(row, dict):  # TorchServe: {"body": ...} (or "data"); JSON already decoded if valid
+                body = row["body"] if row.get("body") is not None else row.get("data")
+            try:
+                parsed.append((idx, self.service.parse(body)))
+            except RequestError as exc:
+                self.context.set_response_status(400, str(exc), idx)
+                parsed.append((idx, str(exc)))
+        return parsed
+
+    def inference(self, data: list, *args, **kwargs) -> list:
+        """Answers for the valid requests, error dicts for the others, in batch order."""
+        valid = [(idx, r) for idx, r in data if not isinstance(r, str)]
+        with torch.inference_mode():
+            answers = dict(zip((idx for idx, _ in valid), self.service.recommend([r for _, r in valid])))
+        return [answers.get(idx, {"error": r}) for idx, r in data]
+
+    def postprocess(self, data: list) -> list:
+        return data

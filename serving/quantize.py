@@ -1,0 +1,158 @@
+"""Post-training compression of an inference module: INT8 tables, dynamic INT8 linears, magnitude pruning.
+
+* Tables: TorchRec's quantized `EmbeddingCollection` (row-wise INT8 with an fp16 scale and bias per row, FBGEMM
+  kernels). `quantize_embeddings` only swaps collections that are *children* of the module it is given, so it is
+  applied to the parent (`TopKRecommender`), never to the collection itself.
+* Linears: `torch.ao.quantization.quantize_dynamic` per layer group (``attention``: qkv/out projections,
+  ``ffn``: feed-forward). Dynamic INT8 pays a per-call activation quantization, which at small widths costs more
+  than it saves, so `choose_dense_groups` times each group on a representative input and keeps fp32 where INT8
+  is not faster.
+* Pruning: unstructured magnitude pruning (zero the smallest ``|w|`` of each tensor), per layer type ``linear``
+  (the blocks' linear weights) and ``embedding`` (the item table). Zeros do not shrink a dense artefact; the
+  point is measuring what sparsity costs in NDCG before investing in sparse kernels.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+from torchrec.inference.modules import quantize_embeddings
+from torchrec.modules.embedding_modules import EmbeddingCollection
+from torchrec.quant.embedding_modules import EmbeddingCollection as QuantEmbeddingCollection
+from torchrec.quant.embedding_modules import quant_prep_customize_row_alignment
+
+DENSE_GROUPS = ("attention", "ffn")
+PRUNE_LAYERS = ("linear", "embedding")
+# Bytes per INT8 row are padded to this multiple: 4 keeps a 64-wide row at 68 bytes (16 would make it 80).
+ROW_ALIGNMENT = 4
+
+
+def quantize_tables(parent: nn.Module, row_alignment: int = ROW_ALIGNMENT) -> nn.Module:
+    """Swap every `EmbeddingCollection` child of ``parent`` (in place) for TorchRec's row-wise INT8 one."""
+    quant_prep_customize_row_alignment(parent, [EmbeddingCollection], row_alignment)
+    return quantize_embeddings(
+        parent,
+        dtype=torch.qint8,
+        inplace=True,
+        additional_qconfig_spec_keys=[EmbeddingCollection],
+        additional_mapping={EmbeddingCollection: QuantEmbeddingCollection},
+    )
+
+
+def linear_names(blocks: nn.Module, group: str) -> list[str]:
+    """Qualified names (inside ``blocks``) of the `nn.Linear` layers of one of `DENSE_GROUPS`."""
+    if group not in DENSE_GROUPS:
+        raise ValueError(f"dense group must be one of {DENSE_GROUPS}, got {group!r}")
+    marker = ".attn." if group == "attention" else ".ffn."
+    return [name for name, m in blocks.named_modules() if isinstance(m, nn.Linear) and marker in f".{name}"]
+
+
+def quantize_dense(blocks: nn.Module, groups: Iterable[str]) -> nn.Module:
+    """Dynamic INT8 (per-tensor weights, activations quantized per call) for the linears of ``groups``, in place."""
+    names = {name for group in groups for name in linear_names(blocks, group)}
+    if not names:
+        return blocks
+    with warnings.catch_warnings():  # torch.ao's eager quantization is deprecated in favour of torchao
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(blocks, names, dtype=torch.qint8, inplace=True)
+
+
+def _median_ms(fn, example: torch.Tensor, repeats: int) -> float:
+    with torch.inference_mode():
+        fn(example)  # warm-up (weight packing, allocator)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn(example)
+            times.append(time.perf_counter() - start)
+    return 1000.0 * sorted(times)[len(times) // 2]
+
+
+def _run_blocks(blocks: nn.Module):
+    def run(x: torch.Tensor) -> torch.Tensor:
+        for block in blocks:
+            x = block(x, True)
+        return x
+
+    return run
+
+
+def time_dense_groups(
+    blocks: nn.ModuleList, example: torch.Tensor, repeats: int = 20
+) -> dict[str, dict[str, float]]:
+    """Median latency (ms) of the blocks on ``example (B, L, D)``: fp32, and with each group in INT8 alone."""
+    base = _median_ms(_run_blocks(blocks), example, repeats)
+    timings = {"fp32": {"ms": base}}
+    for group in DENSE_GROUPS:
+        trial = quantize_dense(copy.deepcopy(blocks), [group])
+        ms = _median_ms(_run_blocks(trial), example, repeats)
+        timings[group] = {"ms": ms, "speedup": base / ms}
+    return timings
+
+
+def choose_dense_groups(timings: dict[str, dict[str, float]], min_speedup: float = 1.05) -> list[str]:
+    """The groups whose INT8 version was at least ``min_speedup`` times faster than fp32."""
+    return [g for g in DENSE_GROUPS if g in timings and timings[g]["speedup"] >= min_speedup]
+
+
+def magnitude_prune(tensor: torch.Tensor, sparsity: float) -> None:
+    """Zero (in place) the ``sparsity`` fraction of entries of ``tensor`` with the smallest magnitude."""
+    count = int(round(sparsity * tensor.numel()))
+    if count <= 0:
+        return
+    flat = tensor.detach().reshape(-1)
+    smallest = torch.topk(flat.abs(), count, largest=False).indices
+    flat[smallest] = 0.0
+
+
+def prune_targets(blocks: nn.Module, item_ec: nn.Module, layers: Sequence[str]) -> list[torch.Tensor]:
+    """The weight tensors pruned for each layer type in ``layers`` (biases and norms are never pruned)."""
+    unknown = sorted(set(layers) - set(PRUNE_LAYERS))
+    if unknown:
+        raise ValueError(f"prune layer types must be among {PRUNE_LAYERS}, got {unknown}")
+    tensors = []
+    if "linear" in layers:
+        tensors += [m.weight for m in blocks.modules() if isinstance(m, nn.Linear)]
+    if "embedding" in layers:
+        # Row 0 (padding) is never looked up; pruning it would only inflate the reported sparsity.
+        tensors += [table.weight[1:] for table in item_ec.embeddings.values()]
+    return tensors
+
+
+@torch.no_grad()
+def prune(blocks: nn.Module, item_ec: nn.Module, sparsity: float, layers: Sequence[str]) -> float:
+    """Magnitude-prune each target tensor to ``sparsity`` (in place, fp32, before quantization); returns the
+    fraction of zeros achieved over all targets."""
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"prune sparsity must be in [0, 1), got {sparsity}")
+    targets = prune_targets(blocks, item_ec, layers)
+    for tensor in targets:
+        magnitude_prune(tensor, sparsity)
+    return sparsity_of(targets)
+
+
+def sparsity_of(tensors: Sequence[torch.Tensor]) -> float:
+    """Fraction of exact zeros over all ``tensors``."""
+    total = sum(t.numel() for t in tensors)
+    zeros = sum(int((t == 0).sum()) for t in tensors)
+    return zeros / total if total else 0.0
+
+
+def tensor_bytes(module: nn.Module) -> int:
+    """Bytes held by ``module``'s parameters, buffers and packed quantized weights (what the artefact stores)."""
+    seen: set[int] = set()
+    total = 0
+    for tensor in [*module.parameters(), *module.buffers()]:
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            total += tensor.numel() * tensor.element_size()
+    for m in module.modules():
+        if isinstance(m, torch.ao.nn.quantized.dynamic.Linear):
+            weight, bias = m._packed_params._weight_bias()
+            total += weight.numel() * weight.element_size() + (bias.numel() * bias.element_size() if bias is not None else 0)
+    return total

@@ -1,0 +1,231 @@
+"""Start or stop a locked-down TorchServe for an exported archive: ``seqrec serve --archive X.mar [--stop]``.
+
+The server's state lives in a folder of its own (default: ``torchserve/`` next to the archive): the generated
+``config.properties``, TorchServe's logs, its PID file and the ``key_file.json`` holding the access tokens.
+The configuration:
+
+* every API bound to 127.0.0.1; token authorisation ON (requests need ``Authorization: Bearer <key>``; the
+  inference key is in ``key_file.json``, whose path is printed);
+* the model-management API's register/unregister off (TorchServe's default, stated explicitly), models only from
+  the local model store (``allowed_urls`` matches nothing remote), no config snapshots (``--ncs``: a later start
+  never restores an earlier model set), no per-model pip installs;
+* one worker per CPU core, each with one intra-op thread; server-side batching as archived in the ``.mar``
+  (``batchSize``/``maxBatchDelay``); request bodies capped at 1 MiB.
+
+``start`` returns once the model reports a READY worker (polling the management API) or fails with the log tail.
+TorchServe is in limited maintenance; the exported artefact itself (TorchScript + JSON) is server-agnostic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from serving.archive import MODEL_NAME
+from trainer.errors import ConfigError
+
+KEY_FILE = "key_file.json"
+MAX_REQUEST_BYTES = 1 << 20
+
+
+@dataclasses.dataclass(kw_only=True)
+class ServerConfig:
+    """One TorchServe instance.
+
+    Args:
+        archive: the ``.mar`` to serve (its folder is the model store).
+        state_dir: config, logs, PID and key files (default ``<archive folder>/torchserve``).
+        port, management_port, metrics_port: loopback ports of the three APIs.
+        workers: worker processes (default: CPU cores).
+        model_name: the name requests use in ``/predictions/<name>``.
+    """
+
+    archive: Path
+    state_dir: Path | None = None
+    port: int = 8080
+    management_port: int = 8081
+    metrics_port: int = 8082
+    workers: int | None = None
+    model_name: str = MODEL_NAME
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.state_dir) if self.state_dir else Path(self.archive).resolve().parent / "torchserve"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://127.0.0.1:{self.management_port}"
+
+
+def config_properties(cfg: ServerConfig) -> str:
+    """The locked-down ``config.properties`` text."""
+    archive = Path(cfg.archive).resolve()
+    workers = cfg.workers or os.cpu_count() or 1
+    lines = {
+        "inference_address": cfg.url,
+        "management_address": cfg.management_url,
+        "metrics_address": f"http://127.0.0.1:{cfg.metrics_port}",
+        "model_store": str(archive.parent),
+        "load_models": f"{cfg.model_name}={archive.name}",
+        "default_workers_per_model": str(workers),
+        "disable_token_authorization": "false",
+        "enable_model_api": "false",
+        "allowed_urls": f"file://{archive.parent}/.*",
+        "install_py_dep_per_model": "false",
+        "enable_envvars_config": "false",
+        "max_request_size": str(MAX_REQUEST_BYTES),
+        "max_response_size": str(4 * MAX_REQUEST_BYTES),
+        "disable_system_metrics": "true",
+        "job_queue_size": "256",
+    }
+    return "".join(f"{key}={value}\n" for key, value in lines.items())
+
+
+def _temp_dir(cfg: ServerConfig) -> Path:
+    """This instance's temp folder: TorchServe keeps its PID file there (so `--stop` finds this instance and
+    not another one on the machine) and Java its worker sockets, whose paths must stay under ~100 characters."""
+    record = cfg.folder / "tmpdir"
+    if record.is_file() and Path(record.read_text().strip()).is_dir():
+        return Path(record.read_text().strip())
+    local = cfg.folder / "tmp"
+    path = local if len(str(local.resolve())) < 60 else Path(tempfile.mkdtemp(prefix="seqrec-ts-"))
+    path.mkdir(parents=True, exist_ok=True)
+    record.write_text(str(path) + "\n")
+    return path
+
+
+def _environment(cfg: ServerConfig) -> dict[str, str]:
+    temp = str(_temp_dir(cfg))
+    env = dict(os.environ)
+    env.update(
+        LOG_LOCATION=str(cfg.folder / "logs"),
+        METRICS_LOCATION=str(cfg.folder / "logs"),
+        TMPDIR=temp,
+        TEMP=temp,
+        OMP_NUM_THREADS="1",  # one intra-op thread per worker: workers = cores
+    )
+    return env
+
+
+def _torchserve() -> str:
+    local = Path(sys.executable).parent / "torchserve"
+    found = str(local) if local.is_file() else shutil.which("torchserve")
+    if not found:
+        raise ConfigError("torchserve not found; install it with scripts/setup.sh (needs Java 17)")
+    return found
+
+
+def read_keys(state_dir: str | Path) -> dict[str, str]:
+    """``{"inference", "management"}`` tokens from the instance's ``key_file.json``."""
+    raw = json.loads((Path(state_dir) / KEY_FILE).read_text())
+    return {name: raw[name]["key"] for name in ("inference", "management")}
+
+
+def start(cfg: ServerConfig, timeout_s: float = 120.0) -> dict[str, Any]:
+    """Start TorchServe in the background and wait until the model has a READY worker."""
+    if not Path(cfg.archive).is_file():
+        raise ConfigError(f"{cfg.archive}: archive not found (build it with `seqrec export RUN --archive`)")
+    folder = cfg.folder
+    (folder / "logs").mkdir(parents=True, exist_ok=True)
+    (folder / KEY_FILE).unlink(missing_ok=True)
+    (folder / "config.properties").write_text(config_properties(cfg))
+    cmd = [_torchserve(), "--start", "--ncs", "--ts-config", str(folder / "config.properties")]
+    # Output to a file, not a pipe: the Java server inherits it and would keep a pipe open forever.
+    with open(folder / "logs" / "torchserve.out", "w") as out:
+        code = subprocess.call(cmd, cwd=folder, env=_environment(cfg), stdout=out, stderr=subprocess.STDOUT)
+    said = (folder / "logs" / "torchserve.out").read_text(errors="replace")
+    if code != 0 or "already running" in said:
+        raise ConfigError(f"torchserve did not start: {said.strip()[-400:]}")
+    try:
+        _wait_ready(cfg, timeout_s)
+    except BaseException:
+        stop(cfg)
+        raise
+    return {"url": cfg.url, "model": cfg.model_name, "key_file": str(folder / KEY_FILE), "logs": str(folder / "logs")}
+
+
+def _wait_ready(cfg: ServerConfig, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if not (cfg.folder / KEY_FILE).is_file():
+            continue
+        try:  # the key file may still be half-written
+            request = urllib.request.Request(
+                f"{cfg.management_url}/models/{cfg.model_name}",
+                headers={"Authorization": f"Bearer {read_keys(cfg.folder)['management']}"},
+            )
+            with urllib.request.urlopen(request, timeout=2) as response:
+                workers = json.loads(response.read())[0].get("workers", [])
+        except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError):
+            continue
+        if any(w.get("status") == "READY" for w in workers):
+            return
+    log = cfg.folder / "logs" / "model_log.log"
+    tail = log.read_text(errors="replace")[-1500:] if log.is_file() else "(no model log)"
+    raise ConfigError(f"model {cfg.model_name} not READY after {timeout_s:.0f} s; model log tail:\n{tail}")
+
+
+def stop(cfg: ServerConfig, timeout_s: float = 30.0) -> None:
+    """Stop the instance whose state is in ``cfg.folder`` (waits for the Java process to exit)."""
+    folder = cfg.folder
+    if not folder.is_dir():
+        return
+    cmd = [_torchserve(), "--stop", "--foreground"]
+    (folder / "logs").mkdir(exist_ok=True)
+    with open(folder / "logs" / "torchserve.out", "a") as out:
+        subprocess.run(cmd, cwd=folder, env=_environment(cfg), stdout=out, stderr=subprocess.STDOUT,
+                       timeout=timeout_s + 10, check=False)
+    (folder / KEY_FILE).unlink(missing_ok=True)
+    temp = _temp_dir(cfg)
+    if folder.resolve() not in temp.resolve().parents:
+        shutil.rmtree(temp, ignore_errors=True)
+    (folder / "tmpdir").unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------------- the command
+def add_arguments(parser: Any) -> None:
+    """``seqrec serve`` arguments."""
+    parser.add_argument("--archive", type=Path, required=True, help="the .mar built by `seqrec export --archive`")
+    parser.add_argument("--state-dir", type=Path, help="config/logs/key file folder (default: next to the archive)")
+    parser.add_argument("--port", type=int, default=8080, help="inference API port on 127.0.0.1")
+    parser.add_argument("--management-port", type=int, default=8081, help="management API port on 127.0.0.1")
+    parser.add_argument("--metrics-port", type=int, default=8082, help="metrics API port on 127.0.0.1")
+    parser.add_argument("--workers", type=int, help="worker processes (default: CPU cores)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the model to be READY")
+    parser.add_argument("--stop", action="store_true", help="stop the server started for this archive")
+
+
+def run(args: Any) -> int:
+    """Start (and wait for READY) or stop."""
+    cfg = ServerConfig(
+        archive=args.archive,
+        state_dir=args.state_dir,
+        port=args.port,
+        management_port=args.management_port,
+        metrics_port=args.metrics_port,
+        workers=args.workers,
+    )
+    if args.stop:
+        stop(cfg)
+        print(f"torchserve stopped ({cfg.folder})")
+        return 0
+    info = start(cfg, args.timeout)
+    print(f"serving {info['model']} at {info['url']}/predictions/{info['model']}")
+    print(f"access tokens: {info['key_file']} (send 'Authorization: Bearer <inference key>')")
+    print(f"logs: {info['logs']}; stop with: seqrec serve --archive {args.archive} --stop")
+    return 0

@@ -1,0 +1,153 @@
+"""Requests in, recommendations out: validation and batched top-k over an exported artefact, with no server.
+
+Any server adapter (the TorchServe handler in `serving.handler`, a test, a script) calls `Recommender`::
+
+    service = Recommender.load("outputs/exp/run/export")
+    parsed = [service.parse(body) for body in bodies]          # RequestError -> answer 400 for that one
+    answers = service.recommend(parsed)                         # one dict per request
+
+A request body is JSON ``{"history": [raw item ids, oldest first], "k": 10, "exclude_seen": true}`` (``k`` and
+``exclude_seen`` optional). Raw ids may be strings or integers (matched by their string form). Unknown ids are
+dropped and listed in ``unknown``; a request with no known item left gets the most popular items
+(``fallback: true``). Loading reads TorchScript and JSON only: no pickles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import fbgemm_gpu  # noqa: F401  (the TorchScript artefact calls fbgemm ops)
+import numpy as np
+import torch
+
+MODEL_FILE, ID_MAP_FILE, METADATA_FILE = "model.pt", "id_map.json", "metadata.json"
+FIELDS = ("history", "k", "exclude_seen")
+
+
+class RequestError(ValueError):
+    """A request the client must fix (answered with HTTP 400 and this message)."""
+
+
+@dataclasses.dataclass
+class Limits:
+    """Bounds on one request: they keep a single client from monopolising a worker."""
+
+    max_k: int = 1000
+    max_history: int = 10_000
+    max_body_bytes: int = 1 << 20
+
+
+@dataclasses.dataclass
+class Request:
+    """A validated request: known item indices (1..N, in order), the unknown raw ids, k and exclude_seen."""
+
+    items: list[int]
+    unknown: list[str]
+    k: int
+    exclude_seen: bool
+
+
+class Recommender:
+    """Batched recommendations from a scripted `serving.inference.TopKRecommender` and its id map.
+
+    Args:
+        model: callable ``(history, lengths, k, exclude_seen) -> (scores, items)`` (the TorchScript artefact).
+        raw_ids: raw id of items 1..N. popularity: train counts of items 1..N (the empty-history fallback).
+        limits: request bounds (``max_k`` is also capped at N).
+    """
+
+    def __init__(self, model: Any, raw_ids: list[str], popularity: list[int], limits: Limits | None = None) -> None:
+        if len(raw_ids) != len(popularity) or not raw_ids:
+            raise ValueError("id map needs one raw id and one popularity per item, at least one item")
+        self.model = model
+        self.raw_ids = np.asarray(raw_ids, dtype=object)
+        self.index = {raw: i + 1 for i, raw in enumerate(raw_ids)}
+        counts = np.asarray(popularity, dtype=np.float64)
+        self.popular = np.argsort(-counts, kind="stable")  # 0-based rows, most popular first
+        self.popular_scores = counts[self.popular]
+        self.limits = limits or Limits()
+        self.max_k = min(self.limits.max_k, len(raw_ids))
+
+    @classmethod
+    def load(cls, folder: str | Path, limits: Limits | None = None) -> Recommender:
+        """Load ``model.pt`` (TorchScript) and ``id_map.json`` from an export folder."""
+        folder = Path(folder)
+        model = torch.jit.load(str(folder / MODEL_FILE), map_location="cpu").eval()
+        id_map = json.loads((folder / ID_MAP_FILE).read_text())
+        return cls(model, [str(x) for x in id_map["raw_ids"]], id_map["popularity"], limits)
+
+    def parse(self, body: Any) -> Request:
+        """Validate one request body (bytes, str or an already decoded dict); `RequestError` says what is wrong."""
+        if body is None or body == b"":
+            raise RequestError("empty request body; send a JSON object with Content-Type: application/json")
+        if isinstance(body, bytes | bytearray):
+            if len(body) > self.limits.max_body_bytes:
+                raise RequestError(f"request body is {len(body)} bytes; the limit is {self.limits.max_body_bytes}")
+            body = body.decode("utf-8", errors="replace")
+        if isinstance(body, str):
+            try:
+                body = json.loads(body)
+            except json.JSONDecodeError as exc:
+                raise RequestError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        if not isinstance(body, dict):
+            raise RequestError(f"request must be a JSON object, got {type(body).__name__}")
+        extra = sorted(set(body) - set(FIELDS))
+        if extra:
+            raise RequestError(f"unknown fields {extra}; allowed: {list(FIELDS)}")
+        k, exclude_seen = body.get("k", 10), body.get("exclude_seen", True)
+        if not isinstance(k, int) or isinstance(k, bool):
+            raise RequestError(f"'k' must be an integer, got {type(k).__name__}")
+        if not 1 <= k <= self.max_k:
+            raise RequestError(f"'k' must be in [1, {self.max_k}], got {k}")
+        if not isinstance(exclude_seen, bool):
+            raise RequestError(f"'exclude_seen' must be true or false, got {type(exclude_seen).__name__}")
+        items, unknown = self._history(body.get("history"))
+        return Request(items=items, unknown=unknown, k=k, exclude_seen=exclude_seen)
+
+    def _history(self, history: Any) -> tuple[list[int], list[str]]:
+        if not isinstance(history, list):
+            raise RequestError(f"'history' must be a list of item ids, got {type(history).__name__}")
+        if len(history) > self.limits.max_history:
+            raise RequestError(f"'history' has {len(history)} items; the limit is {self.limits.max_history}")
+        bad = next((x for x in history if not isinstance(x, str | int) or isinstance(x, bool)), None)
+        if bad is not None:
+            raise RequestError(f"'history' items must be strings or integers, got {type(bad).__name__}")
+        raw = [str(x) for x in history]
+        found = [self.index.get(x, 0) for x in raw]
+        return [i for i in found if i], [x for x, i in zip(raw, found) if not i]
+
+    def recommend(self, requests: list[Request]) -> list[dict[str, Any]]:
+        """One answer per request: ``{"items", "scores", "unknown", "fallback"}`` (model calls batched)."""
+        answers: list[dict[str, Any] | None] = [None] * len(requests)
+        for exclude in (True, False):
+            group = [i for i, r in enumerate(requests) if r.items and r.exclude_seen == exclude]
+            if group:
+                self._score(requests, group, exclude, answers)
+        for i, request in enumerate(requests):
+            if answers[i] is None:
+                rows = self.popular[: request.k]
+                answers[i] = self._answer(rows + 1, self.popular_scores[: request.k], request, fallback=True)
+        return answers  # type: ignore[return-value]
+
+    def _score(self, requests: list[Request], group: list[int], exclude: bool, answers: list) -> None:
+        lengths = torch.tensor([len(requests[i].items) for i in group], dtype=torch.int64)
+        history = torch.tensor([x for i in group for x in requests[i].items], dtype=torch.int64)
+        k = max(requests[i].k for i in group)
+        with torch.inference_mode():
+            scores, items = self.model(history, lengths, k, exclude)
+        scores, items = scores.numpy(), items.numpy()
+        for row, i in enumerate(group):
+            top = scores[row, : requests[i].k]
+            keep = np.isfinite(top)  # fewer unseen items than k: the masked tail is -inf
+            answers[i] = self._answer(items[row, : requests[i].k][keep], top[keep], requests[i], fallback=False)
+
+    def _answer(self, items: np.ndarray, scores: np.ndarray, request: Request, fallback: bool) -> dict[str, Any]:
+        return {
+            "items": self.raw_ids[np.asarray(items, dtype=np.int64) - 1].tolist(),
+            "scores": [float(s) for s in scores],
+            "unknown": request.unknown,
+            "fallback": fallback,
+        }
