@@ -60,7 +60,7 @@ class ServerConfig:
 
     @property
     def folder(self) -> Path:
-        return Path(self.state_dir) if self.state_dir else Path(self.archive).resolve().parent / "torchserve"
+        return Path(self.state_dir).resolve() if self.state_dir else Path(self.archive).resolve().parent / "torchserve"
 
     @property
     def url(self) -> str:
