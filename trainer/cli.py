@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 
 from trainer.errors import SeqrecError
+from trainer.logs import setup_logging
 
 # name -> (module, one-line help). Modules are imported only when their command runs (torch is slow to import).
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -62,11 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *unknown]
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    setup_logging(args.verbose)
     try:
         return int(args._run(args) or 0)
     except SeqrecError as exc:

@@ -47,6 +47,7 @@ from trainer.distributed import (
 )
 from trainer.errors import ConfigError, SeqrecError
 from trainer.evaluate import evaluate_model
+from trainer.logs import setup_logging
 from trainer.model_factory import build_model
 
 log = logging.getLogger("seqrec.train")
@@ -383,8 +384,6 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     """Join the process group, train, and leave it; the function every entry point calls."""
     env = init_distributed()
     try:
-        if not env.is_main:
-            logging.getLogger().setLevel(logging.WARNING)  # rank-0 logs only
         return Trainer(cfg, env).train()
     finally:
         shutdown_distributed()
@@ -419,9 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     verbose = "--verbose" in argv
     argv = [a for a in argv if a != "--verbose"]
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
+    setup_logging(verbose)
     try:
         results = run_training(load_config(argv))
     except SeqrecError as exc:
