@@ -24,7 +24,11 @@ if ! command -v java >/dev/null 2>&1; then
   echo "setup.sh: warning: Java 11+ not found; TorchServe needs it (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)" >&2
 fi
 
-[[ -x .venv/bin/python ]] || "$PY" -m venv .venv
+# (Re)create the venv when missing or broken (e.g. an interrupted earlier run left it without pip).
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  rm -rf .venv
+  "$PY" -m venv .venv
+fi
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 
 TORCH_VERSION=2.13.0
