@@ -7,8 +7,6 @@ Both launch ``trainer/train.py`` on every rank through torchrun (gloo on CPU, nc
 becomes the run id, so all ranks share one run folder ``outputs/<experiment>/<app id>``.
 """
 
-from __future__ import annotations
-
 import torchx.components.dist as dist_components
 import torchx.specs as specs
 
