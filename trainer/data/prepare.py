@@ -26,9 +26,6 @@ import datetime
 import json
 import logging
 import os
-import queue
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +36,12 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from trainer.data import schema
+from trainer.data.features import write_side_table
+from trainer.data.partitions import Columns, Cursor, DiskStore, MemoryStore, prefetch
 from trainer.data.readers import FORMATS, open_reader
 from trainer.data.readers.base import REQUIRED_EVENT_COLUMNS, RawLog, sha256_file
 from trainer.data.schema import Manifest, atomic_output_dir
+from trainer.data.vocab import Vocabulary
 from trainer.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -53,12 +53,6 @@ LOO_MIN_EVENTS = 3
 SPILL_THRESHOLD = 1 << 24  # events kept in memory (~17 bytes each) before spilling to partitions
 SPILL_PARTITIONS = 64
 BLOCK_EVENTS = 1 << 23  # events gathered per write block of sequences.parquet
-# Spill files are written and read back a few times: plain encoding, no compression, no statistics.
-SPILL_ROW_GROUP = 1 << 16
-SPILL_WRITE = {"compression": "none", "use_dictionary": False, "write_statistics": False}
-RESERVED = {"items": ("item_idx", "raw_id", "popularity"), "users": ("user_idx", "raw_id")}
-
-Columns = dict[str, np.ndarray]  # compact event columns: user int32, item int32, ts int64, optional action int8
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -157,107 +151,7 @@ class _Counts:
     t_max: int | None = None
 
 
-# ----------------------------------------------------------------------------------------------- encoding
-
-
-class _Vocabulary:
-    """Incremental string -> int code map; codes follow first appearance in the input.
-
-    Fast path, vectorised: each chunk is dictionary-encoded (C++ hashing), then each of its distinct strings gets
-    a 64-bit fingerprint, looked up in a sorted array of known fingerprints; the strings behind every match are
-    compared, so a fingerprint collision is detected rather than merging two ids. On a collision (or with ``exact=True``) the vocabulary switches to an exact dict lookup, one
-    per unique value of each chunk.
-    """
-
-    def __init__(self, exact: bool = False) -> None:
-        self._keys = np.zeros(0, np.uint64)  # sorted fingerprints
-        self._codes = np.zeros(0, np.int64)  # code of each key
-        self._chunks: list[pa.Array] = []  # values in code order
-        self._size = 0
-        self._index: dict[str, int] | None = {} if exact else None
-
-    def __len__(self) -> int:
-        return self._size
-
-    def encode(self, column: pa.Array) -> np.ndarray:
-        """Codes (int64) of a string column's values, adding unseen values at the end."""
-        column = column.cast(pa.string()) if column.type != pa.string() else column
-        if self._index is None:
-            codes = self._encode_hashed(column)
-            if codes is not None:
-                return codes
-            self._index = dict(zip(self.raw_ids().to_pylist(), range(self._size)))
-        return self._encode_exact(column)
-
-    def _encode_hashed(self, column: pa.Array) -> np.ndarray | None:
-        encoded = pc.dictionary_encode(column)  # distinct values in order of first appearance (C++ hashing)
-        values = encoded.dictionary
-        keys = _fingerprint(values)
-        if len(np.unique(keys)) != len(keys):
-            return None  # two different strings of this chunk share a fingerprint
-        pos = np.searchsorted(self._keys, keys)
-        found = np.zeros(len(keys), bool)
-        if len(self._keys):
-            found = self._keys[np.minimum(pos, len(self._keys) - 1)] == keys
-        codes = np.empty(len(keys), np.int64)
-        codes[found] = self._codes[pos[found]]
-        if found.any():
-            known = pa.chunked_array(self._chunks).take(pa.array(codes[found]))
-            if not pc.all(pc.equal(known, values.filter(pa.array(found)))).as_py():
-                return None  # a new string has the fingerprint of a known one
-        new = np.flatnonzero(~found)
-        codes[new] = np.arange(self._size, self._size + len(new))
-        by_key = new[np.argsort(keys[new])]
-        self._keys = np.insert(self._keys, pos[by_key], keys[by_key])
-        self._codes = np.insert(self._codes, pos[by_key], codes[by_key])
-        self._add(values.filter(pa.array(~found)))
-        return codes[encoded.indices.to_numpy(zero_copy_only=False)]
-
-    def _encode_exact(self, column: pa.Array) -> np.ndarray:
-        encoded = pc.dictionary_encode(column)  # dictionary in order of first appearance within the chunk
-        keys = encoded.dictionary.to_pylist()
-        codes = np.array([self._index.get(key, -1) for key in keys], dtype=np.int64)
-        new = np.flatnonzero(codes < 0)
-        if new.size:
-            codes[new] = np.arange(self._size, self._size + new.size)
-            self._index.update(zip([keys[j] for j in new], codes[new].tolist()))
-            self._add(encoded.dictionary.take(pa.array(new)))
-        return codes[encoded.indices.to_numpy(zero_copy_only=False)]
-
-    def _add(self, values: pa.Array) -> None:
-        if len(values):
-            self._chunks.append(values)
-            self._size += len(values)
-
-    def raw_ids(self) -> pa.Array:
-        """All values, indexed by code."""
-        return pa.concat_arrays(self._chunks) if self._chunks else pa.array([], pa.string())
-
-    def names(self) -> list[str]:
-        return self.raw_ids().to_pylist()
-
-
-def _fingerprint(column: pa.Array) -> np.ndarray:
-    """64-bit polynomial hash of each string, vectorised over the bytes (wrapping uint64 arithmetic)."""
-    offsets = np.frombuffer(column.buffers()[1], np.int32, len(column) + 1, column.offset * 4).astype(np.int64)
-    data_buffer = column.buffers()[2]
-    data = np.frombuffer(data_buffer, np.uint8)[offsets[0] : offsets[-1]] if data_buffer else np.zeros(0, np.uint8)
-    offsets -= offsets[0]
-    lengths = np.diff(offsets)
-    prime = np.uint64(0x100000001B3)
-    powers = np.cumprod(np.full(int(lengths.max(initial=0)) + 1, prime, np.uint64))
-    position = np.arange(len(data)) - np.repeat(offsets[:-1], lengths)
-    total = np.concatenate(([np.uint64(0)], np.cumsum((data + np.uint64(1)) * powers[position], dtype=np.uint64)))
-    return _mix(total[offsets[1:]] - total[offsets[:-1]] + lengths.astype(np.uint64))
-
-
-def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: spreads the polynomial hash over all 64 bits."""
-    h = h ^ (h >> np.uint64(30))
-    h = h * np.uint64(0xBF58476D1CE4E5B9)
-    h = h ^ (h >> np.uint64(27))
-    h = h * np.uint64(0x94D049BB133111EB)
-    return h ^ (h >> np.uint64(31))
+# ------------------------------------------------------------------------------------------------ reading
 
 
 class _Encoder:
@@ -266,7 +160,7 @@ class _Encoder:
     def __init__(self, config: PrepareConfig, raw: RawLog, counts: _Counts) -> None:
         self.config, self.counts = config, counts
         self.source = raw.files[0] if len(raw.files) == 1 else config.input
-        self.users, self.items, self.actions = _Vocabulary(), _Vocabulary(), _Vocabulary()
+        self.users, self.items, self.actions = Vocabulary(), Vocabulary(), Vocabulary()
         self.has_actions: bool | None = None
 
     def encode(self, batch: pa.RecordBatch) -> Columns:
@@ -319,166 +213,25 @@ class _Encoder:
         return kept
 
 
-def _as_string(column: pa.Array) -> pa.Array:
-    return column if pa.types.is_string(column.type) or pa.types.is_large_string(column.type) else column.cast(
-        pa.string())
-
-
-# ------------------------------------------------------------------------------------------ partitions
-
-
-class _MemoryStore:
-    """The whole log as one in-memory partition (inputs below the spill threshold)."""
-
-    partitions = 1
-
-    def __init__(self) -> None:
-        self._chunks: list[Columns] = []
-        self._data: Columns | None = None
-        self.size = 0
-
-    def append(self, cols: Columns) -> None:
-        self._chunks.append(cols)
-        self.size += len(cols["user"])
-
-    def chunks(self) -> list[Columns]:
-        return self._chunks
-
-    def get(self, part: int, names: tuple[str, ...] | None = None) -> Columns:
-        if self._data is None:
-            keys = self._chunks[0].keys() if self._chunks else ("user", "item", "ts")
-            self._data = {k: np.concatenate([c[k] for c in self._chunks]) if self._chunks else _empty(k)
-                          for k in keys}
-            self._chunks = []
-        return dict(self._data) if names is None else {k: self._data[k] for k in names}
-
-    def put(self, part: int, cols: Columns) -> None:
-        self._data = cols
-
-    def batches(self, part: int) -> Iterator[Columns]:
-        yield self.get(part)
-
-    def close(self) -> None:
-        self._data = None
-
-
-class _DiskStore:
-    """User-hash partitions as Parquet files in a temporary folder: each partition is processed on its own."""
-
-    def __init__(self, folder: Path, partitions: int, has_actions: bool) -> None:
-        self.folder, self.partitions = folder, partitions
-        folder.mkdir()
-        fields = [("user", pa.int32()), ("item", pa.int32()), ("ts", pa.int64())]
-        self.schema = pa.schema(fields + ([("action", pa.int8())] if has_actions else []))
-        self._writers = [pq.ParquetWriter(self._path(p), self.schema, **SPILL_WRITE) for p in range(partitions)]
-
-    def _path(self, part: int) -> Path:
-        return self.folder / f"part-{part:05d}.parquet"
-
-    def append(self, cols: Columns) -> None:
-        part = (cols["user"] % self.partitions).astype(np.uint16)
-        order = np.argsort(part, kind="stable")  # stable: keeps input order inside each partition
-        ends = np.cumsum(np.bincount(part, minlength=self.partitions))
-        cols = {k: v[order] for k, v in cols.items()}
-        for p, (start, end) in enumerate(zip(np.r_[0, ends[:-1]], ends)):
-            if end > start:
-                self._writers[p].write_table(_table({k: v[start:end] for k, v in cols.items()}, self.schema))
-
-    def finish_appends(self) -> None:
-        for writer in self._writers:
-            writer.close()
-        self._writers = []
-
-    def get(self, part: int, names: tuple[str, ...] | None = None) -> Columns:
-        table = pq.read_table(self._path(part), columns=list(names) if names else None)
-        return {name: table[name].to_numpy() for name in table.column_names}
-
-    def put(self, part: int, cols: Columns) -> None:
-        tmp = self._path(part).with_suffix(".new")
-        pq.write_table(_table(cols, self.schema), tmp, row_group_size=SPILL_ROW_GROUP, **SPILL_WRITE)
-        os.replace(tmp, self._path(part))
-
-    def batches(self, part: int) -> Iterator[Columns]:
-        # One row group at a time, no pre-buffering: all partitions are read side by side when writing.
-        file = pq.ParquetFile(self._path(part), pre_buffer=False)
-        for group in range(file.num_row_groups):
-            table = file.read_row_group(group, use_threads=False)
-            yield {name: table[name].to_numpy() for name in table.column_names}
-
-    def close(self) -> None:
-        for writer in self._writers:
-            writer.close()
-
-
-def _table(cols: Columns, table_schema: pa.Schema) -> pa.Table:
-    return pa.table({f.name: pa.array(cols[f.name], f.type) for f in table_schema}, schema=table_schema)
-
-
-def _empty(name: str) -> np.ndarray:
-    return np.empty(0, {"user": np.int32, "item": np.int32, "ts": np.int64, "action": np.int8}[name])
-
-
 def _read(raw: RawLog, config: PrepareConfig, spill_dir: Path, counts: _Counts) -> tuple[Any, _Encoder]:
     """Stream the log into a store: in memory, or hash-partitioned on disk once it passes the threshold."""
     encoder = _Encoder(config, raw, counts)
-    store: Any = _MemoryStore()
+    store: Any = MemoryStore()
     with tqdm(desc="read", unit="ev", unit_scale=True, disable=None) as bar:
-        for batch in _prefetch(raw.events()):
+        for batch in prefetch(raw.events()):
             cols = encoder.encode(batch)
             bar.update(batch.num_rows)
             store.append(cols)
-            if isinstance(store, _MemoryStore) and store.size > config.spill_threshold:
-                disk = _DiskStore(spill_dir, config.partitions, bool(encoder.has_actions))
+            if isinstance(store, MemoryStore) and store.size > config.spill_threshold:
+                disk = DiskStore(spill_dir, config.partitions, bool(encoder.has_actions))
                 for chunk in store.chunks():
                     disk.append(chunk)
                 store = disk
-    if isinstance(store, _DiskStore):
+    if isinstance(store, DiskStore):
         store.finish_appends()
     log.info("read %d events (%d users, %d items) into %d partition(s)", counts.events_read, len(encoder.users),
              len(encoder.items), store.partitions)
     return store, encoder
-
-
-def _prefetch(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
-    """Pull the reader's chunks in a background thread: parsing (pyarrow, GIL released) overlaps encoding.
-
-    Reader exceptions are re-raised here, in order; stopping early tells the thread to stop after its chunk.
-    """
-    slots: queue.Queue = queue.Queue(depth)
-    stop = threading.Event()
-
-    def put(entry: tuple[bool, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def pull() -> None:
-        try:
-            for batch in batches:
-                if not put((True, batch)):
-                    return
-            put((False, None))
-        except BaseException as exc:  # handed to the consumer thread, re-raised there
-            put((False, exc))
-
-    thread = threading.Thread(target=pull, name="prepare-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            ok, value = slots.get()
-            if ok:
-                yield value
-            elif value is None:
-                return
-            else:
-                raise value
-    finally:
-        stop.set()
-        thread.join()
 
 
 # ------------------------------------------------------------------------------------- sort and dedupe
@@ -680,27 +433,6 @@ def _time_cuts(config: PrepareConfig, counts: _Counts) -> tuple[int, int] | None
 # ------------------------------------------------------------------------------------------------ writing
 
 
-class _Cursor:
-    """Reads a user-sorted partition block by block (all rows of users up to a given code)."""
-
-    def __init__(self, batches: Iterator[Columns]) -> None:
-        self._batches, self._buffer = batches, None
-
-    def take_until(self, last_user: int) -> list[Columns]:
-        pieces = []
-        while True:
-            if self._buffer is None:
-                self._buffer = next(self._batches, None)
-                if self._buffer is None:
-                    return pieces
-            cut = int(np.searchsorted(self._buffer["user"], last_user, side="right"))
-            pieces.append({k: v[:cut] for k, v in self._buffer.items()})
-            if cut < len(self._buffer["user"]):
-                self._buffer = {k: v[cut:] for k, v in self._buffer.items()}
-                return pieces
-            self._buffer = None
-
-
 def _write_sequences(path: Path, store: Any, split: _Split, users: np.ndarray, item_idx: np.ndarray,
                      has_actions: bool) -> None:
     """sequences.parquet in user-code order, `schema.row_group_users` per row group, list columns built jagged."""
@@ -710,7 +442,7 @@ def _write_sequences(path: Path, store: Any, split: _Split, users: np.ndarray, i
     mean_length = max(1, int(split.length[users].mean())) if len(users) else 1
     group = schema.row_group_users(len(users))
     block = group * max(1, BLOCK_EVENTS // (group * mean_length))
-    cursors = [_Cursor(store.batches(p)) for p in range(store.partitions)]
+    cursors = [Cursor(store.batches(p)) for p in range(store.partitions)]
     # No dictionary pages: item ids and timestamps are near-unique; zstd-1 halves the size at lz4-like speed.
     with pq.ParquetWriter(path, table_schema, use_dictionary=False, compression="zstd", compression_level=1) as \
             writer, tqdm(
@@ -755,107 +487,6 @@ def _interleave(pieces: list[Columns], codes: np.ndarray, ends: np.ndarray, item
         for key in out.keys() - {"item"}:
             out[key][dest] = piece[key]
     return out
-
-
-def _feature_columns(table: pa.Table | None, kind: str, raw_ids: pa.Array,
-                     buckets: int) -> tuple[dict[str, pa.Array], dict[str, dict[str, Any]]]:
-    """Encode a side-feature table (keyed by ``user``/``item``) into columns aligned with ``raw_ids``."""
-    key = kind[:-1]
-    if table is None:
-        return {}, {}
-    if key not in table.column_names:
-        raise DataError(f"{key} features have no {key!r} column", field=key)
-    keys = _as_string(table[key].combine_chunks())
-    if keys.null_count:
-        raise DataError(f"{key} features have a missing {key} id", field=key)
-    if pc.count_distinct(keys).as_py() != len(keys):
-        counts = pc.value_counts(keys)
-        repeated = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
-        raise DataError(f"{key} {repeated!r} appears more than once in the {key} features", field=key)
-    position = pc.index_in(keys, value_set=raw_ids)
-    rows = np.flatnonzero(position.is_valid().to_numpy(zero_copy_only=False))
-    target = position.take(pa.array(rows)).to_numpy(zero_copy_only=False).astype(np.int64)
-    columns, specs = {}, {}
-    for name in table.column_names:
-        if name == key:
-            continue
-        if name in RESERVED[kind]:
-            raise DataError(f"feature column name is reserved in {kind}.parquet; rename it", field=name)
-        values = table[name].combine_chunks().take(pa.array(rows))
-        columns[name], specs[name] = _encode_feature(values, target, len(raw_ids), buckets, name)
-    return columns, specs
-
-
-def _encode_feature(values: pa.Array, target: np.ndarray, size: int, buckets: int,
-                    name: str) -> tuple[pa.Array, dict[str, Any]]:
-    """One feature: categorical / multi-valued codes (sorted values -> 1..C, 0 = unknown) or quantile buckets."""
-    kind = values.type
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        return _encode_multi(values, target, size)
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind) or \
-            pa.types.is_temporal(kind):
-        return _encode_bucket(values, target, size, buckets)
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_boolean(kind) or \
-            pa.types.is_dictionary(kind):
-        codes, cardinality = _codes(values)
-        out = np.zeros(size, np.int32)
-        out[target] = codes
-        return pa.array(out), {"kind": "categorical", "cardinality": cardinality}
-    raise DataError(f"unsupported feature type {kind}; use string, list<string> or numeric", field=name)
-
-
-def _codes(values: pa.Array) -> tuple[np.ndarray, int]:
-    """Codes 1..C of values in sorted order (deterministic whatever the row order); null -> 0."""
-    if pa.types.is_dictionary(values.type):
-        values = values.dictionary_decode()
-    vocab = pc.unique(values.drop_null())
-    vocab = vocab.take(pc.sort_indices(vocab))
-    codes = pc.fill_null(pc.add(pc.index_in(values, value_set=vocab), 1), 0)
-    return codes.to_numpy(zero_copy_only=False).astype(np.int32), len(vocab) + 1
-
-
-def _encode_multi(values: pa.Array, target: np.ndarray, size: int) -> tuple[pa.Array, dict[str, Any]]:
-    """list<...> -> list<int32> codes; missing, null or empty lists become ``[0]``."""
-    lengths = pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False).astype(np.int64)
-    codes, cardinality = _codes(pc.list_flatten(values))
-    out_length = np.ones(size, np.int64)
-    out_length[target] = np.maximum(lengths, 1)
-    offsets = np.r_[0, np.cumsum(out_length)]
-    flat = np.zeros(offsets[-1], np.int32)
-    within = np.arange(len(codes)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    flat[offsets[np.repeat(target, lengths)] + within] = codes
-    array = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat))
-    return array, {"kind": "multi", "cardinality": cardinality}
-
-
-def _encode_bucket(values: pa.Array, target: np.ndarray, size: int,
-                   buckets: int) -> tuple[pa.Array, dict[str, Any]]:
-    """Numeric -> quantile bucket ``1 + count(edges < value)``; missing/NaN -> 0."""
-    if pa.types.is_temporal(values.type):
-        values = values.cast(pa.int64())
-    numbers = pc.fill_null(values.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
-    finite = np.isfinite(numbers)
-    edges = np.zeros(0)
-    if finite.any():
-        edges = np.unique(np.quantile(numbers[finite], np.linspace(0, 1, buckets + 1)[1:-1]))
-        edges = edges[edges < numbers[finite].max()]  # no empty top bucket
-    out = np.zeros(size, np.int32)
-    out[target[finite]] = 1 + np.searchsorted(edges, numbers[finite], side="left")
-    spec = {"kind": "bucket", "cardinality": len(edges) + 2, "edges": edges.tolist(),
-            "rule": "1 + number of edges < value; 0 = missing"}
-    return pa.array(out), spec
-
-
-def _write_side_table(path: Path, kind: str, raw: RawLog, raw_ids: pa.Array, extra: dict[str, pa.Array],
-                      buckets: int) -> dict[str, dict[str, Any]]:
-    table = raw.item_features if kind == "items" else raw.user_features
-    features, specs = _feature_columns(table, kind, raw_ids, buckets)
-    if kind == "items":
-        first = {"item_idx": pa.array(np.arange(1, len(raw_ids) + 1, dtype=np.int32)), "raw_id": raw_ids}
-    else:
-        first = {"user_idx": pa.array(np.arange(len(raw_ids), dtype=np.int32)), "raw_id": raw_ids}
-    pq.write_table(pa.table({**first, **extra, **features}), path)
-    return specs
 
 
 # ------------------------------------------------------------------------------------------------ driver
@@ -918,10 +549,10 @@ def _build(config: PrepareConfig, raw: RawLog, tmp: Path) -> Manifest:
                 path.unlink()
             spill.rmdir()
     features = {
-        "items": _write_side_table(tmp / schema.ITEMS, "items", raw, encoder.items.raw_ids().take(item_codes),
-                                   {"popularity": pa.array(split.popularity[item_codes])}, config.buckets),
-        "users": _write_side_table(tmp / schema.USERS, "users", raw, encoder.users.raw_ids().take(users), {},
-                                   config.buckets),
+        "items": write_side_table(tmp / schema.ITEMS, "items", raw, encoder.items.raw_ids().take(item_codes),
+                                  {"popularity": pa.array(split.popularity[item_codes])}, config.buckets),
+        "users": write_side_table(tmp / schema.USERS, "users", raw, encoder.users.raw_ids().take(users), {},
+                                  config.buckets),
     }
     lengths, train_end, valid_end = split.length[users], split.train_end[users], split.valid_end[users]
     manifest_counts = {
@@ -1063,4 +694,3 @@ def run(args: argparse.Namespace) -> int:
     log.info("wrote %s: %d users, %d items, %d interactions", config.output, counts["users"], counts["items"],
              counts["interactions"])
     return 0
-

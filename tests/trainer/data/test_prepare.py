@@ -13,8 +13,10 @@ import pytest
 
 from trainer.cli import build_parser, main
 from trainer.data import schema
-from trainer.data.prepare import PrepareConfig, _prefetch, _Vocabulary, config_from_args, prepare
+from trainer.data.partitions import prefetch
+from trainer.data.prepare import PrepareConfig, config_from_args, prepare
 from trainer.data.readers.base import EVENT_SCHEMA, RawLog
+from trainer.data.vocab import Vocabulary
 from trainer.errors import ConfigError, DataError
 
 
@@ -353,7 +355,7 @@ def test_fingerprint_vocabulary_matches_exact_lookup() -> None:
     chunks = [pa.array(np.char.add("u", rng.integers(0, 5000, 4000).astype(str))) for _ in range(3)]
     chunks += [pa.array(["", "é", "ab", "", "ba", "u5", "é", "ü" * 300]), pa.array(["x", "y", "x"]).slice(1),
                pa.array(["x", "y", ""], pa.large_string()), pa.array([7, 8, 7], pa.int64())]
-    hashed, exact = _Vocabulary(), _Vocabulary(exact=True)
+    hashed, exact = Vocabulary(), Vocabulary(exact=True)
     for chunk in chunks:
         assert np.array_equal(hashed.encode(chunk), exact.encode(chunk))
     assert hashed.raw_ids().equals(exact.raw_ids()) and len(hashed) == len(set(hashed.raw_ids().to_pylist()))
@@ -362,7 +364,7 @@ def test_fingerprint_vocabulary_matches_exact_lookup() -> None:
 
 def test_reader_chunks_are_prefetched_in_order_and_errors_propagate() -> None:
     batches = [pa.record_batch({"x": [n]}) for n in range(5)]
-    assert [b["x"][0].as_py() for b in _prefetch(iter(batches), depth=1)] == list(range(5))
+    assert [b["x"][0].as_py() for b in prefetch(iter(batches), depth=1)] == list(range(5))
 
     def failing():
         yield batches[0]
@@ -370,9 +372,9 @@ def test_reader_chunks_are_prefetched_in_order_and_errors_propagate() -> None:
 
     got = []
     with pytest.raises(DataError, match="f.csv, row 2: broken"):
-        got.extend(_prefetch(failing()))
+        got.extend(prefetch(failing()))
     assert len(got) == 1
-    early = _prefetch(iter(batches), depth=1)
+    early = prefetch(iter(batches), depth=1)
     assert next(early) is batches[0]
     early.close()  # stopping early stops the reader thread
 

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from trainer.data.readers.base import RawLog
-from trainer.data.readers.generic import (
+from trainer.data.readers.common import (
     READ_ERRORS,
     check_present,
     coalesce,

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from trainer.data.readers.base import RawLog
-from trainer.data.readers.generic import (
+from trainer.data.readers.common import (
     CsvSource,
     check_columns,
     check_present,

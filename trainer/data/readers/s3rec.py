@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from trainer.data.readers.base import RawLog
-from trainer.data.readers.generic import (
+from trainer.data.readers.common import (
     CsvSource,
     check_present,
     coalesce,

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from trainer.data.readers.base import RawLog
-from trainer.data.readers.generic import (
+from trainer.data.readers.common import (
     CsvSource,
     check_present,
     coalesce,

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from trainer.data.readers import generic, open_reader
+from trainer.data.readers import common, open_reader
 from trainer.data.readers.amazon import parse_price
 from trainer.errors import DataError
 
@@ -83,7 +83,7 @@ def test_parse_price() -> None:
 def test_bad_timestamp_and_missing_field_name_the_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(generic, "CHUNK_ROWS", 2_000)  # several blocks: the row counts across them
+    monkeypatch.setattr(common, "CHUNK_ROWS", 2_000)  # several blocks: the row counts across them
     records = [_review(f"u{i}", "a", 1_000 + i) for i in range(9_000)]
     records[7_000]["unixReviewTime"] = "yesterday"
     path = _write_lines(tmp_path / "r.json", records)

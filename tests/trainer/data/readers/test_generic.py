@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from trainer.data.readers import generic, open_reader
+from trainer.data.readers import common, open_reader
 from trainer.errors import ConfigError, DataError
 
 
@@ -122,7 +122,7 @@ def test_parquet_folder_typed_columns_and_side_tables(tmp_path: Path) -> None:
 
 
 def test_chunks_rows_and_gzip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(generic, "CHUNK_ROWS", 5_000)
+    monkeypatch.setattr(common, "CHUNK_ROWS", 5_000)
     n = 40_000
     lines = [f"u{i % 321},i{i % 97},{1_000 + i}\n" for i in range(n)]
     text = "user,item,timestamp\n" + "".join(lines)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from trainer.data.readers import generic, open_reader
+from trainer.data.readers import common, open_reader
 from trainer.data.readers.hm import ARTICLE_FEATURES
 from trainer.errors import DataError
 
@@ -89,7 +89,7 @@ def test_transactions_only_and_file_path(tmp_path: Path) -> None:
 
 
 def test_bad_date_names_row_across_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(generic, "CHUNK_ROWS", 1_000)
+    monkeypatch.setattr(common, "CHUNK_ROWS", 1_000)
     rows = _rows(5_000)
     rows[4_321] = rows[4_321].replace("2018-09-", "2018/09/")
     folder = _write(tmp_path / "hm", rows)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from trainer.data.readers import generic, open_reader
+from trainer.data.readers import common, open_reader
 from trainer.errors import DataError
 
 
@@ -60,7 +60,7 @@ def test_whitespace_unicode_and_no_attribute_file(tmp_path: Path) -> None:
 
 
 def test_running_index_across_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(generic, "CHUNK_ROWS", 5_000)
+    monkeypatch.setattr(common, "CHUNK_ROWS", 5_000)
     lines = [" ".join([str(u)] + [str(u * 7 + k) for k in range(u % 9 + 1)]) for u in range(20_000)]
     file = tmp_path / "Many.txt"
     file.write_text("\n".join(lines) + "\n")

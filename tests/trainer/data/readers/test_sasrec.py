@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from trainer.data.readers import base, generic, open_reader
+from trainer.data.readers import base, common, open_reader
 from trainer.errors import DataError
 
 
@@ -59,7 +59,7 @@ def test_ids_stay_strings_unicode_and_fresh_iterators(tmp_path: Path) -> None:
 
 
 def test_chunks_and_row_numbers_across_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(generic, "CHUNK_ROWS", 4_000)
+    monkeypatch.setattr(common, "CHUNK_ROWS", 4_000)
     rows = 30_000
     lines = [f"{i // 10} {i % 97}" for i in range(rows)]
     file = tmp_path / "log.txt"
