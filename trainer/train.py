@@ -84,9 +84,8 @@ class Trainer:
         self.best_ndcg = -1.0
         self.evals_without_gain = 0
         self.history: list[dict[str, Any]] = []
-        self.losses: list[
-            float
-        ] = []  # this rank's loss per step (tests compare curves: resume, pipeline, ranks)
+        # this rank's loss per step (tests compare curves: resume, pipeline vs plain, world sizes)
+        self.losses: list[float] = []
         self.writer = self._build_writer()
         self._stop_signal = False
         self._load_initial_state()
@@ -102,6 +101,11 @@ class Trainer:
                 dist.broadcast_object_list(chosen, src=0)
             run_id = chosen[0]
         run_dir = Path(t.output_dir) / t.experiment / run_id
+        if not t.resume and checkpoint.latest_checkpoint(run_dir) is not None:
+            raise ConfigError(
+                f"{run_dir} already holds checkpoints; set trainer.resume=true to continue it, or another "
+                "trainer.run_id (nothing was overwritten)"
+            )
         if self.env.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(to_yaml(self.cfg))

@@ -72,6 +72,8 @@ def test_bad_inputs_fail_with_one_clear_error(tiny_dataset: Path, tmp_path: Path
     with pytest.raises(ConfigError, match="dim"):
         _train(tiny_dataset, tmp_path, "trainer.run_id=other", "model.dim=32", f"trainer.init_from={base['run_dir']}")
     assert checkpoint.latest_checkpoint(base["run_dir"]) is not None
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        _train(tiny_dataset, tmp_path, "trainer.run_id=small", "trainer.max_steps=2")
 
 
 def test_accumulation_bf16_and_early_stopping(tiny_dataset: Path, tmp_path: Path) -> None:
