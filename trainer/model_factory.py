@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -18,19 +20,9 @@ def build_model(
     if cfg.name == "sasrec":
         from modules.sasrec import SASRec, SASRecConfig
 
-        config = SASRecConfig(
-            num_items=num_items,
-            max_len=max_len,
-            dim=cfg.dim,
-            num_blocks=cfg.num_blocks,
-            num_heads=cfg.num_heads,
-            dropout=cfg.dropout,
-            attn_backend=cfg.attn_backend,
-            loss=cfg.loss,
-            tie_weights=cfg.tie_weights,
-            gbce_t=cfg.gbce_t,
-            temperature=cfg.temperature,
-        )
+        # ModelConfig mirrors SASRecConfig's hyper-parameters (modules/ cannot import trainer/): copy them by name.
+        shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(SASRecConfig) if hasattr(cfg, f.name)}
+        config = SASRecConfig(num_items=num_items, max_len=max_len, **shared)
         try:
             config.validate()
         except ValueError as exc:  # modules/ cannot raise our error types
