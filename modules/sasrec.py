@@ -161,7 +161,7 @@ class SequenceObjective(nn.Module):
         embeddings: dict[str, JaggedTensor],
         outputs: dict[str, JaggedTensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``(loss, {"loss", "num_targets"})``; ``outputs`` is the output table's lookup when weights are untied."""
+        """``(loss, {"loss", "num_targets", "num_sequences"})``; ``outputs``: the output table's lookup if untied."""
         table, suffix = (embeddings, "") if outputs is None else (outputs, "_out")
         history = embeddings["history"]
         target_ids = batch.sparse["target"].values()
@@ -187,7 +187,8 @@ class SequenceObjective(nn.Module):
                 neg_ids = neg_ids.repeat_interleave(batch.sparse["target"].lengths(), dim=0)
                 loss = self._pairwise(pos_logits, neg_logits, target_ids, neg_ids)
         num_targets = torch.tensor(target_ids.numel(), device=loss.device)
-        return loss, {"loss": loss.detach(), "num_targets": num_targets}
+        num_sequences = torch.tensor(history.lengths().numel(), device=loss.device)
+        return loss, {"loss": loss.detach(), "num_targets": num_targets, "num_sequences": num_sequences}
 
     def _sampled_softmax(self, batch, query, pos_logits, positive, pool, target_ids) -> torch.Tensor:
         pool_ids, pool_logq = batch.sparse["negatives"].values(), batch.negative_logq
@@ -279,7 +280,7 @@ class SASRec(nn.Module):
         return not (self.config.loss == "softmax" and self.config.tie_weights)
 
     def forward(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Training loss and logs ``{"loss", "num_targets"}`` for a ``causal`` or ``last`` batch."""
+        """Training loss and logs ``{"loss", "num_targets", "num_sequences"}`` for a ``causal``/``last`` batch."""
         if self.pipelined_lookup:
             embeddings = lookup(self.item_ec, batch.sparse)
         else:

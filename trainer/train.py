@@ -86,6 +86,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         # this rank's loss per step (tests compare curves: resume, pipeline vs plain, world sizes)
         self.losses: list[float] = []
+        self.throughput = torch.zeros(3, dtype=torch.float64)  # this rank's train seconds, sequences, targets
         self.writer = self._build_writer()
         self._stop_signal = False
         self._load_initial_state()
@@ -243,11 +244,16 @@ class Trainer:
         self.model.train()
         while not self._finished():
             self._set_lr()
+            started = time.perf_counter()
             logs = self.train_step(batches)
             if logs is None:
                 break
             self.step += 1
             self.losses.append(float(logs["loss"]))
+            self.throughput += torch.tensor(
+                [time.perf_counter() - started, float(logs["num_sequences"]), float(logs["num_targets"])],
+                dtype=torch.float64,
+            )
             window_seqs += int(logs.get("num_targets", torch.tensor(0)))
             bar.update(1)
             if self.step % self.cfg.trainer.log_every == 0 or self.step == 1:
@@ -284,6 +290,20 @@ class Trainer:
         flag = all_reduce_sum(torch.tensor([float(self._stop_signal)]))
         self._stop_signal = bool(flag.item() > 0)
         return self._stop_signal
+
+    def _throughput(self) -> dict[str, float]:
+        """Training speed over the whole run, all ranks together (step time of the slowest rank)."""
+        seconds = self.throughput[:1].clone()
+        counts = all_reduce_sum(self.throughput[1:].clone())
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
+        elapsed = max(float(seconds), 1e-9)
+        return {
+            "train_seconds": elapsed,
+            "sequences_per_s": float(counts[0]) / elapsed,
+            "targets_per_s": float(counts[1]) / elapsed,
+            "world_size": self.env.world_size,
+        }
 
     # ------------------------------------------------------------------------------------------- evaluation
     def evaluate(self, split: str) -> dict[str, float]:
@@ -325,6 +345,7 @@ class Trainer:
         results: dict[str, Any] = {"run_dir": str(self.run_dir), "steps": self.step, "epochs": self.epoch}
         results["history"] = self.history
         results["train_losses"] = self.losses
+        results["throughput"] = self._throughput()
         if self.cfg.trainer.test_at_end and not self._stop_signal:
             results["valid"] = self.evaluate("valid")
             results["test"] = self.evaluate("test")

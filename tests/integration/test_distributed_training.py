@@ -59,6 +59,7 @@ def test_torchx_launch_trains_two_sharded_ranks(torchx_run: Path) -> None:
     losses = metrics["train_losses"]
     assert sum(losses[-3:]) < sum(losses[:3]), "loss did not decrease"
     assert metrics["test"]["users"] == 600, "every user evaluated once across the two ranks"
+    assert metrics["throughput"]["world_size"] == 2 and metrics["throughput"]["sequences_per_s"] > 0
     ckpt = max((torchx_run / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
     assert {p.name for p in ckpt.glob("rank_*.pt")} == {"rank_0.pt", "rank_1.pt"}
     assert json.loads((ckpt / "meta.json").read_text())["world_size"] == 2

@@ -53,7 +53,7 @@ def test_forward_backward_every_loss(loss: str, tie_weights: bool) -> None:
     net = model(loss=loss, tie_weights=tie_weights, dropout=0.2).train()
     value, logs = net(make_batch(VARYING))
     value.backward()
-    assert set(logs) == {"loss", "num_targets"}
+    assert set(logs) == {"loss", "num_targets", "num_sequences"}
     assert int(logs["num_targets"]) == sum(len(s) - 1 for s in VARYING)
     assert torch.isfinite(value) and value > 0
     grads = [p.grad for p in net.parameters() if p.grad is not None]

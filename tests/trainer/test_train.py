@@ -27,6 +27,8 @@ def test_pipelined_loop_equals_plain_loop_and_learns(tiny_dataset: Path, tmp_pat
     assert piped["train_losses"] == pytest.approx(plain["train_losses"], rel=1e-5, abs=1e-6)
     losses = piped["train_losses"]
     assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5, "loss did not decrease"
+    speed = piped["throughput"]
+    assert speed["world_size"] == 1 and speed["sequences_per_s"] > 0 and speed["targets_per_s"] > speed["sequences_per_s"]
     test = piped["test"]
     assert test["users"] == 600 and test["protocol"] == "full"
     assert test["ndcg@10"] > 0.05  # popularity-free synthetic structure is learnable
