@@ -72,7 +72,7 @@ from trainer.evaluation.ranking import full_ranking  # noqa: E402
 from trainer.train import run_training  # noqa: E402
 
 ML1M = REPO.parent / "shared" / "data" / "sasrec-ml-1m" / "ml-1m.txt"
-VARIANTS = {"fp32": [], "bf16": ["trainer.bf16=true"], "nopipe": ["trainer.pipeline=false"]}
+VARIANTS = {"fp32": [], "bf16": ["trainer.bf16=true"], "nopipe": ["trainer.pipeline=false"], "2ranks": []}
 MAX_LEN, BLOCKS, HEADS, BATCH, DROPOUT, LR = 200, 2, 1, 128, 0.2, 1e-3
 DEFAULT_DIM = 48
 
@@ -306,6 +306,25 @@ def measure_ours(dataset: Path, out: Path, args: argparse.Namespace, variant: st
     return {"seconds": runs[warmup + steps] - runs[warmup], "sequences": sequences, "tokens": tokens}
 
 
+def measure_two_ranks(dataset: Path, out: Path, args: argparse.Namespace) -> dict:
+    """Ours on 2 ranks (torchrun, gloo, 1 thread each; batch per rank as above, so twice the global batch): the
+    run's own throughput record (all steps, both ranks, slowest rank's step time)."""
+    import json
+    import subprocess
+    import sys
+
+    n = args.warmup + args.steps
+    overrides = ours_overrides(dataset, out, args.loss, args.dim, f"2ranks-{n}", f"trainer.max_steps={n}",
+                               "trainer.test_at_end=false")
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                    str(Path(__file__).resolve().parents[1] / "trainer" / "train.py"), *overrides], check=True,
+                   stdout=subprocess.DEVNULL)
+    speed = json.loads((out / "bench_train" / f"2ranks-{n}" / "metrics.json").read_text())["throughput"]
+    seconds = speed["train_seconds"]
+    return {"seconds": seconds, "sequences": speed["sequences_per_s"] * seconds,
+            "tokens": speed["targets_per_s"] * seconds}
+
+
 def measure_baseline(seqs: dict[str, np.ndarray], num_items: int, args: argparse.Namespace) -> dict:
     baseline = Baseline(seqs, num_items, args.loss, args.dim, seed=42)
     batches = baseline.batches()
@@ -341,7 +360,10 @@ def throughput(args: argparse.Namespace, dataset: Path, out: Path) -> None:
     rows = {"baseline": measure_baseline(seqs, num_items, args)}
     print(f"  baseline done; {load()}", flush=True)
     for variant in args.variants:
-        rows[variant] = measure_ours(dataset, out, args, variant)
+        if variant == "2ranks":
+            rows[variant] = measure_two_ranks(dataset, out, args)
+        else:
+            rows[variant] = measure_ours(dataset, out, args, variant)
         print(f"  {variant} done; {load()}", flush=True)
     print(f"\nSASRec ML-1M, loss={args.loss}, max_len {MAX_LEN}, dim {args.dim}, {BLOCKS} blocks, {HEADS} head, "
           f"batch {BATCH}; {args.steps} steps timed after {args.warmup} warm-up; {machine()}")
