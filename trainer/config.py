@@ -70,7 +70,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     # FBGEMM fused optimizer for tables: rowwise_adagrad | adagrad | sgd | adam (GPU only)
     sparse_optimizer: str = "rowwise_adagrad"
-    sparse_lr: float | None = 0.05  # null: same as lr
+    sparse_lr: float | None = 0.2  # null: same as lr
     schedule: str = "cosine"  # cosine | constant
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
