@@ -37,8 +37,14 @@ def latest_checkpoint(path: str | Path) -> Path | None:
     path = Path(path)
     if (path / META).is_file():
         return path
-    done = [p for p in (path / "checkpoints").glob("step_*") if (p / META).is_file()]
-    return max(done, key=lambda p: int(p.name.split("_")[1]), default=None)
+    done = _complete(path / "checkpoints")
+    return done[-1] if done else None
+
+
+def _complete(folder: Path) -> list[Path]:
+    """Complete checkpoints (with ``meta.json``) under ``folder``, oldest step first."""
+    done = [p for p in folder.glob("step_*") if (p / META).is_file()]
+    return sorted(done, key=lambda p: int(p.name.split("_")[1]))
 
 
 def read_meta(ckpt: str | Path) -> dict[str, Any]:
@@ -94,10 +100,7 @@ def save(
 
 
 def _prune(folder: Path, keep: int) -> None:
-    done = sorted(
-        (p for p in folder.glob("step_*") if (p / META).is_file()), key=lambda p: int(p.name.split("_")[1])
-    )
-    for old in done[:-keep]:
+    for old in _complete(folder)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
 
 

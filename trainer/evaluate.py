@@ -9,6 +9,7 @@ paper's protocol (target ranked among 100 sampled unseen items), labelled as suc
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -51,6 +52,12 @@ class SeenIndex:
         self.offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)]))
         self.row_of_user = torch.from_numpy(table.column("user_idx").to_numpy().astype(np.int64))
 
+    @staticmethod
+    def cached(folder: str | Path, split: str) -> SeenIndex:
+        """The index of ``folder``/``split``, read once per process (training evaluates every few epochs)."""
+        path = Path(folder).resolve() / SEQUENCES
+        return _cached_seen_index(str(path.parent), split, path.stat().st_mtime_ns)
+
     def gather(self, user_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Jagged seen ids ``(values, offsets (B + 1,))`` of the given users (vectorised)."""
         rows = torch.searchsorted(self.row_of_user, user_idx.cpu())
@@ -60,6 +67,12 @@ class SeenIndex:
         within = torch.arange(int(out_offsets[-1])) - torch.repeat_interleave(out_offsets[:-1], lengths)
         index = torch.repeat_interleave(starts, lengths) + within
         return self.values[index], out_offsets
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_seen_index(folder: str, split: str, mtime_ns: int) -> SeenIndex:
+    """Keyed on the file's mtime too, so a re-prepared dataset is read again."""
+    return SeenIndex(folder, split)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -101,7 +114,7 @@ def evaluate_model(
     model.eval()
     inner = unwrap(model)
     items = item_table(model, manifest.num_items, env)
-    seen_index = SeenIndex(loader.dataset.folder, split) if cfg.filter_seen or cfg.sampled_negatives else None
+    seen_index = SeenIndex.cached(loader.dataset.folder, split) if cfg.filter_seen or cfg.sampled_negatives else None
     sampled = cfg.sampled_negatives > 0
     acc = MetricAccumulator(
         ks=cfg.ks,
