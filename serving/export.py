@@ -36,6 +36,7 @@ from trainer.errors import ConfigError
 
 log = logging.getLogger("seqrec.export")
 FORMAT_VERSION = 1
+DENSE_MODES = ("auto", "int8", "fp32")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -44,9 +45,11 @@ class ExportConfig:
 
     Args:
         run: run folder (or one of its checkpoints). output: artefact folder (default ``<run>/export``).
-        checkpoint: ``step_N`` to export instead of the newest. overwrite: replace an existing output folder.
+        checkpoint: ``step_N`` to export instead of the best-validation (else newest) one. overwrite: replace an existing output folder.
         quantize: INT8 tables (+ linears per ``dense``); False exports fp32.
-        dense: ``auto`` (INT8 per layer group where timed faster), ``int8`` (all linears) or ``fp32``.
+        dense: linears and positions. ``auto``: dynamic INT8 compute per layer group where timed faster, INT8
+            storage with fp32 compute for the other groups and the position table; ``int8``: dynamic INT8 for
+            all linears (positions INT8-stored); ``fp32``: everything dense stays fp32.
         prune_sparsity: fraction of each pruned tensor set to zero (0 = no pruning).
         prune_layers: layer types to prune, among ``linear`` and ``embedding``.
         evaluate: record NDCG@10 (fp32 vs exported) on the validation split.
@@ -68,8 +71,8 @@ class ExportConfig:
 
     def validate(self) -> None:
         """Raise `ConfigError` naming the option to change."""
-        if self.dense not in ("auto", "int8", "fp32"):
-            raise ConfigError(f"--dense must be auto, int8 or fp32, got {self.dense!r}")
+        if self.dense not in DENSE_MODES:
+            raise ConfigError(f"--dense must be one of {', '.join(DENSE_MODES)}, got {self.dense!r}")
         if not 0.0 <= self.prune_sparsity < 1.0:
             raise ConfigError(f"--prune-sparsity must be in [0, 1), got {self.prune_sparsity}")
         unknown = sorted(set(self.prune_layers) - set(quantize.PRUNE_LAYERS))
@@ -95,13 +98,13 @@ def load_trained(run: str | Path, checkpoint: str | None = None) -> TrainedRun:
     from omegaconf import OmegaConf
     from torch.distributed.checkpoint import DefaultLoadPlanner
 
-    from trainer.checkpoint import latest_checkpoint, read_meta
+    from trainer.checkpoint import best_checkpoint, read_meta
     from trainer.config import from_dict
     from trainer.data.schema import read_manifest
     from trainer.model_factory import build_model
 
     run = Path(run)
-    ckpt = run / "checkpoints" / checkpoint if checkpoint else latest_checkpoint(run)
+    ckpt = run / "checkpoints" / checkpoint if checkpoint else best_checkpoint(run)
     if ckpt is None or not (ckpt / "meta.json").is_file():
         raise ConfigError(f"{run}: no complete checkpoint{f' {checkpoint}' if checkpoint else ''} "
                           "(expected checkpoints/step_N/meta.json)")
@@ -128,13 +131,21 @@ def build_variant(
     dense_groups: list[str],
     prune_sparsity: float = 0.0,
     prune_layers: tuple[str, ...] = (),
+    int8_storage: bool = False,
 ) -> tuple[TopKRecommender, float]:
-    """A compressed copy of a trained SASRec as a `TopKRecommender` (eager) and the pruned sparsity achieved."""
+    """A compressed copy of a trained SASRec as a `TopKRecommender` (eager) and the pruned sparsity achieved.
+
+    ``dense_groups`` get dynamic INT8 linears; with ``int8_storage`` the other linears and the position table
+    are stored INT8 and computed in fp32.
+    """
     module = from_sasrec(copy.deepcopy(model))
     sparsity = 0.0
     if prune_sparsity > 0.0:
         sparsity = quantize.prune(module.blocks, module.item_ec, prune_sparsity, prune_layers)
     quantize.quantize_dense(module.blocks, dense_groups)
+    if int8_storage:
+        quantize.store_int8(module.blocks, [g for g in quantize.DENSE_GROUPS if g not in dense_groups])
+        module.set_positions(quantize.Int8Rows(module.positions))
     if quantize_tables:
         quantize.quantize_tables(module)
     return module.eval(), sparsity
@@ -224,8 +235,9 @@ def export_run(config: ExportConfig) -> dict[str, Any]:
         raise ConfigError(f"{output}: output folder already exists (pass --overwrite to replace it)")
     fp32, _ = build_variant(trained.model, False, [])
     groups, timings = _dense_choice(config, fp32, cfg.data.max_len)
+    int8_storage = config.quantize and config.dense != "fp32"
     variant, sparsity = build_variant(
-        trained.model, config.quantize, groups, config.prune_sparsity, config.prune_layers
+        trained.model, config.quantize, groups, config.prune_sparsity, config.prune_layers, int8_storage
     )
     scripted, fp32_scripted = script(variant), script(fp32)
     meta: dict[str, Any] = {
@@ -239,6 +251,8 @@ def export_run(config: ExportConfig) -> dict[str, Any]:
         "compression": {
             "tables": "int8 rowwise (torchrec)" if config.quantize else "fp32",
             "dense_int8_groups": groups,
+            "dense_int8_stored_groups": [g for g in quantize.DENSE_GROUPS if g not in groups] if int8_storage else [],
+            "positions": "int8 stored, fp32 compute" if int8_storage else "fp32",
             "dense_timings_ms": timings,
             "prune_sparsity": config.prune_sparsity,
             "prune_layers": list(config.prune_layers) if config.prune_sparsity else [],
@@ -300,7 +314,8 @@ def _summary(meta: dict[str, Any]) -> str:
     size, comp = meta["size"], meta["compression"]
     lines = [
         f"exported to {meta['output']}",
-        f"  tables {comp['tables']}, INT8 linear groups {comp['dense_int8_groups'] or 'none'}"
+        f"  tables {comp['tables']}, INT8 linear groups {comp['dense_int8_groups'] or 'none'}, INT8-stored "
+        f"(fp32 compute) {comp['dense_int8_stored_groups'] or 'none'}, positions {comp['positions']}"
         + (f", pruned {comp['sparsity_achieved']:.1%} of {comp['prune_layers']}" if comp["prune_layers"] else ""),
         f"  size: model file {size['file_bytes'] / 2**20:.2f} MiB ({size['file_ratio']:.2f}x smaller than fp32), "
         f"tensors {size['tensor_bytes'] / 2**20:.2f} MiB ({size['tensor_ratio']:.2f}x; "
@@ -324,11 +339,12 @@ def add_arguments(parser: Any) -> None:
     """``seqrec export`` arguments."""
     parser.add_argument("run", type=Path, help="run folder (outputs/<experiment>/<run_id>) or one of its checkpoints")
     parser.add_argument("--output", type=Path, help="artefact folder (default: RUN/export)")
-    parser.add_argument("--checkpoint", help="checkpoint folder name, e.g. step_1200 (default: newest)")
+    parser.add_argument("--checkpoint", help="checkpoint folder name, e.g. step_1200 (default: the best-validation one, else the newest)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--no-quantize", dest="quantize", action="store_false", help="export fp32")
-    parser.add_argument("--dense", choices=("auto", "int8", "fp32"), default="auto",
-                        help="linears: INT8 where timed faster (auto), always, or never")
+    parser.add_argument("--dense", choices=DENSE_MODES, default="auto",
+                        help="linears and positions: auto = dynamic INT8 where timed faster, INT8-stored with fp32 "
+                        "compute elsewhere; int8 = dynamic INT8 everywhere; fp32 = leave them fp32")
     parser.add_argument("--prune-sparsity", type=float, default=0.0, help="magnitude pruning, fraction of zeros")
     parser.add_argument("--prune-layers", default="linear", help="comma-separated: linear,embedding")
     parser.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the NDCG comparison")

@@ -99,7 +99,8 @@ class TopKRecommender(nn.Module):
 
     Args:
         item_ec: the item `EmbeddingCollection` (features history/target/negatives), fp32 or TorchRec-quantized.
-        positions: ``(max_len, D)`` position table (a plain tensor: small, kept fp32).
+        positions: ``(max_len, D)`` position table: a plain tensor (fp32), or a module whose ``forward()``
+            returns it (e.g. `serving.quantize.Int8Rows`, stored INT8).
         blocks: the trained transformer blocks (optionally dynamic-INT8 / pruned).
         final_norm: the encoder's final LayerNorm.
         num_items: N.
@@ -108,18 +109,28 @@ class TopKRecommender(nn.Module):
     def __init__(
         self,
         item_ec: nn.Module,
-        positions: torch.Tensor,
+        positions: torch.Tensor | nn.Module,
         blocks: nn.ModuleList,
         final_norm: nn.Module,
         num_items: int,
     ) -> None:
         super().__init__()
         self.item_ec = item_ec
-        self.register_buffer("positions", positions.detach().clone())
         self.blocks = blocks
         self.final_norm = final_norm
         self.num_items = num_items
-        self.max_len = positions.shape[0]
+        self.set_positions(positions)
+
+    def set_positions(self, positions: torch.Tensor | nn.Module) -> None:
+        """Install the position table: a tensor (kept as an fp32 buffer) or a module returning it."""
+        if isinstance(positions, nn.Module):
+            self.positions = None
+            self.position_table = positions
+            self.max_len = int(positions().shape[0])
+        else:
+            self.register_buffer("positions", positions.detach().clone())
+            self.position_table = None
+            self.max_len = int(positions.shape[0])
 
     def forward(
         self, history: torch.Tensor, lengths: torch.Tensor, k: int, exclude_seen: bool
@@ -134,7 +145,9 @@ class TopKRecommender(nn.Module):
         """Query ``(B, D)`` of each history and the catalogue embeddings ``(N, D)`` (rows of items 1..N)."""
         recent, recent_lengths = truncate_recent(history, lengths, self.max_len)
         looked_up = self.item_ec(item_kjt(recent, recent_lengths, self.num_items))
-        x = padded_input(looked_up["history"].values(), recent_lengths, self.positions, self.max_len)
+        # Which table form is installed is fixed per module, so FX traces exactly one of the two branches.
+        positions = self.positions if self.position_table is None else self.position_table()
+        x = padded_input(looked_up["history"].values(), recent_lengths, positions, self.max_len)
         for block in self.blocks:
             x = block(x, True)
         return last_position(self.final_norm(x), recent_lengths), looked_up["target"].values()
@@ -156,4 +169,6 @@ def script(module: TopKRecommender) -> torch.jit.ScriptModule:
     import torchrec.fx
 
     module.eval()
-    return torch.jit.script(torchrec.fx.symbolic_trace(module))
+    # INT8-stored weights are leaves: traced through, FX would fold their dequantized fp32 value into a constant.
+    leaves = ["Int8Rows", "Int8StoredLinear"]
+    return torch.jit.script(torchrec.fx.symbolic_trace(module, leaf_modules=leaves))

@@ -5,8 +5,11 @@
   applied to the parent (`TopKRecommender`), never to the collection itself.
 * Linears: `torch.ao.quantization.quantize_dynamic` per layer group (``attention``: qkv/out projections,
   ``ffn``: feed-forward). Dynamic INT8 pays a per-call activation quantization, which at small widths costs more
-  than it saves, so `choose_dense_groups` times each group on a representative input and keeps fp32 where INT8
-  is not faster.
+  than it saves, so `choose_dense_groups` times each group on a representative input and keeps fp32 *compute*
+  where INT8 is not faster. Those groups can still be *stored* in INT8 (`store_int8`: per-output-channel
+  symmetric weights, dequantized at each call, which costs one multiply per weight and is negligible next to
+  the matmul), so the artefact shrinks without the slower kernels.
+* Positions: the position table is stored the same way (`Int8Rows`, one scale per row).
 * Pruning: unstructured magnitude pruning (zero the smallest ``|w|`` of each tensor), per layer type ``linear``
   (the blocks' linear weights) and ``embedding`` (the item table). Zeros do not shrink a dense artefact; the
   point is measuring what sparsity costs in NDCG before investing in sparse kernels.
@@ -60,6 +63,44 @@ def quantize_dense(blocks: nn.Module, groups: Iterable[str]) -> nn.Module:
     with warnings.catch_warnings():  # torch.ao's eager quantization is deprecated in favour of torchao
         warnings.simplefilter("ignore")
         return torch.ao.quantization.quantize_dynamic(blocks, names, dtype=torch.qint8, inplace=True)
+
+
+class Int8Rows(nn.Module):
+    """A ``(R, C)`` fp32 matrix stored as INT8 with one symmetric fp32 scale per row; ``forward()`` returns it
+    dequantized. Max abs error per entry: half a quantization step, ``max|row| / 254``."""
+
+    def __init__(self, matrix: torch.Tensor) -> None:
+        super().__init__()
+        matrix = matrix.detach().float()
+        scale = matrix.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+        self.register_buffer("values", torch.round(matrix / scale[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scale", scale)
+
+    def forward(self) -> torch.Tensor:
+        return self.values.to(torch.float32) * self.scale[:, None]
+
+
+class Int8StoredLinear(nn.Module):
+    """`nn.Linear` with its weight stored INT8 (`Int8Rows`: per output channel) and fp32 compute."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight_int8 = Int8Rows(linear.weight)
+        bias = linear.bias.detach().clone() if linear.bias is not None else torch.zeros(linear.out_features)
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.weight_int8(), self.bias)
+
+
+def store_int8(blocks: nn.Module, groups: Iterable[str]) -> nn.Module:
+    """Replace the (still fp32) `nn.Linear` layers of ``groups`` by `Int8StoredLinear`, in place."""
+    for name in {name for group in groups for name in linear_names(blocks, group)}:
+        parent_name, _, child = name.rpartition(".")
+        parent = blocks.get_submodule(parent_name) if parent_name else blocks
+        setattr(parent, child, Int8StoredLinear(getattr(parent, child)))
+    return blocks
 
 
 def _median_ms(fn, example: torch.Tensor, repeats: int) -> float:

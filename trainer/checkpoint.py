@@ -25,6 +25,7 @@ from trainer.errors import ConfigError
 
 log = logging.getLogger(__name__)
 META = "meta.json"
+BEST = "best.json"  # in the run folder: the checkpoint with the best validation NDCG@10 (written by the trainer)
 
 
 def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
@@ -39,6 +40,29 @@ def latest_checkpoint(path: str | Path) -> Path | None:
         return path
     done = _complete(path / "checkpoints")
     return done[-1] if done else None
+
+
+def best_checkpoint(path: str | Path) -> Path | None:
+    """The run's best-validation checkpoint (``best.json``), else its newest; ``path`` may be a checkpoint itself.
+
+    Reported test metrics, ``seqrec evaluate`` and ``seqrec export`` use this one: the newest checkpoint of a run
+    that early stopping ended is several evaluations past its best.
+    """
+    path = Path(path)
+    if (path / META).is_file():
+        return path
+    if (path / BEST).is_file():
+        best = path / "checkpoints" / json.loads((path / BEST).read_text())["checkpoint"]
+        if (best / META).is_file():
+            return best
+    return latest_checkpoint(path)
+
+
+def mark_best(run_dir: str | Path, ckpt: Path, metrics: dict[str, Any]) -> None:
+    """Record ``ckpt`` as the run's best checkpoint (rank 0; written atomically)."""
+    tmp = Path(run_dir) / (BEST + ".tmp")
+    tmp.write_text(json.dumps({"checkpoint": ckpt.name, **metrics}, indent=2, sort_keys=True) + "\n")
+    tmp.replace(Path(run_dir) / BEST)
 
 
 def _complete(folder: Path) -> list[Path]:
@@ -79,8 +103,12 @@ def save(
     extra: dict[str, Any],
     meta: dict[str, Any],
     keep: int = 0,
+    protect: Path | None = None,
 ) -> None:
-    """Collective: every rank writes its shards and its ``rank_<r>.pt``; rank 0 writes ``meta.json`` last."""
+    """Collective: every rank writes its shards and its ``rank_<r>.pt``; rank 0 writes ``meta.json`` last.
+
+    ``keep > 0`` then deletes all but the newest ``keep`` checkpoints, never ``protect`` (the best one).
+    """
     rank = dist.get_rank() if dist.is_initialized() else 0
     state = {"model": model.state_dict()}
     if optimizer is not None:
@@ -93,15 +121,16 @@ def save(
     if rank == 0:
         (ckpt / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         if keep > 0:
-            _prune(ckpt.parent, keep)
+            _prune(ckpt.parent, keep, protect)
         log.info("saved checkpoint %s", ckpt)
     if dist.is_initialized():
         dist.barrier()
 
 
-def _prune(folder: Path, keep: int) -> None:
+def _prune(folder: Path, keep: int, protect: Path | None = None) -> None:
     for old in _complete(folder)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if protect is None or old.resolve() != protect.resolve():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def load(

@@ -202,7 +202,7 @@ def evaluate_popularity(folder: str | Path, split: str, cfg: EvalConfig, batch_s
 
 
 def run(args: Any) -> int:
-    """Load the run's newest checkpoint (any world size) and write ``eval_<split>.json`` next to it."""
+    """Load the run's best-validation (else newest) checkpoint, any world size; write ``eval_<split>.json``."""
     if args.popularity:
         from trainer.config import load_config
         from trainer.errors import ConfigError
@@ -223,7 +223,7 @@ def run(args: Any) -> int:
     from trainer.errors import ConfigError
     from trainer.model_factory import build_model
 
-    ckpt = checkpoint.latest_checkpoint(args.run)
+    ckpt = checkpoint.best_checkpoint(args.run)
     if ckpt is None:
         raise ConfigError(f"{args.run}: no complete checkpoint (expected checkpoints/step_N/meta.json)")
     run_dir = ckpt.parent.parent

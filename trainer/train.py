@@ -3,7 +3,9 @@
 One file, read top to bottom: `Trainer` builds the loader, the sharded model and the optimizers from `TrainConfig`,
 then `train()` runs epochs of `train_step`s (TorchRec's `TrainPipelineSparseDist` overlaps the embedding
 all-to-all with compute; a plain loop is the fallback), evaluates on the validation split, keeps the best NDCG@10
-for early stopping, and writes DCP checkpoints (every N steps, at epoch ends, at the end and on SIGTERM).
+for early stopping, and writes DCP checkpoints (every N steps, at epoch ends, at the end and on SIGTERM). The
+checkpoint with the best validation NDCG@10 is recorded in ``best.json`` and kept; the final valid/test metrics are
+those of that checkpoint (model selection on validation, as the published protocols do).
 
 Launch unchanged on one process, on ``torchrun --nproc-per-node 2`` or
 ``torchx run -s local_cwd dist.ddp -j 1x2 --script trainer/train.py -- trainer.max_steps=100``.
@@ -82,6 +84,7 @@ class Trainer:
         self.epoch = 0
         self.batches_done = 0  # batches of the current epoch already trained on (for exact resume)
         self.best_ndcg = -1.0
+        self.best_step = -1  # step of the best validation NDCG@10 (-1: no evaluation yet)
         self.evals_without_gain = 0
         self.history: list[dict[str, Any]] = []
         # this rank's loss per step (tests compare curves: resume, pipeline vs plain, world sizes)
@@ -332,7 +335,7 @@ class Trainer:
                     self.writer.add_scalar(f"{t.eval_split}/{name}", value, self.step)
         log.info("epoch %d step %d %s: %s", self.epoch, self.step, t.eval_split, _fmt(metrics))
         if ndcg > self.best_ndcg:
-            self.best_ndcg, self.evals_without_gain = ndcg, 0
+            self.best_ndcg, self.best_step, self.evals_without_gain = ndcg, self.step, 0
             return False
         self.evals_without_gain += 1
         if t.early_stopping_patience and self.evals_without_gain >= t.early_stopping_patience:
@@ -347,12 +350,26 @@ class Trainer:
         results["train_losses"] = self.losses
         results["throughput"] = self._throughput()
         if self.cfg.trainer.test_at_end and not self._stop_signal:
+            self._restore_best(results)
             results["valid"] = self.evaluate("valid")
             results["test"] = self.evaluate("test")
             log.info("test: %s", _fmt(results["test"]))
         if self.env.is_main:
             (self.run_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
         return results
+
+    def _restore_best(self, results: dict[str, Any]) -> None:
+        """Load the best validation checkpoint's weights (if it is not the current state) for the final metrics."""
+        if self.best_step < 0:
+            return
+        results["best"] = {"step": self.best_step, "valid_ndcg@10": self.best_ndcg}
+        if self.best_step == self.step:
+            return
+        if self.pipeline is not None:
+            self.pipeline.detach()
+        best = checkpoint.checkpoint_dir(self.run_dir, self.best_step)
+        checkpoint.load(best, self.model, None, expect=self._meta_expect())
+        log.info("final metrics from the best validation checkpoint %s (NDCG@10 %.4f)", best, self.best_ndcg)
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -362,6 +379,7 @@ class Trainer:
             "epoch": self.epoch,
             "batches_done": self.batches_done,
             "best_ndcg": self.best_ndcg,
+            "best_step": self.best_step,
             "evals_without_gain": self.evals_without_gain,
             "history": json.dumps(self.history),
             "losses": json.dumps(self.losses),
@@ -370,6 +388,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.epoch, self.batches_done = state["step"], state["epoch"], state["batches_done"]
         self.best_ndcg, self.evals_without_gain = state["best_ndcg"], state["evals_without_gain"]
+        self.best_step = state.get("best_step", -1)
         self.history = json.loads(state["history"])
         self.losses = json.loads(state["losses"])
         checkpoint.set_rng_state(state["rng"])
@@ -384,9 +403,18 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
         }
+        best = checkpoint.checkpoint_dir(self.run_dir, self.best_step) if self.best_step >= 0 else None
         checkpoint.save(
-            ckpt, self.model, self.optimizer, self.state_dict(), meta, keep=self.cfg.trainer.keep_checkpoints
+            ckpt,
+            self.model,
+            self.optimizer,
+            self.state_dict(),
+            meta,
+            keep=self.cfg.trainer.keep_checkpoints,
+            protect=best,
         )
+        if self.env.is_main and self.best_step == self.step:
+            checkpoint.mark_best(self.run_dir, ckpt, {"step": self.step, "epoch": self.epoch, "ndcg@10": self.best_ndcg})
 
 
 def _main_thread() -> bool:

@@ -113,3 +113,22 @@ def test_sigterm_checkpoints_and_stops(tiny_dataset: Path, tmp_path: Path) -> No
     assert "SIGTERM received" in output
     ckpt = checkpoint.latest_checkpoint(run)
     assert ckpt is not None and checkpoint.read_meta(ckpt)["step"] > 0
+
+
+def test_final_metrics_come_from_the_best_validation_checkpoint(tiny_dataset: Path, tmp_path: Path) -> None:
+    # Learning rates that warm up to absurd values: NDCG@10 peaks after epoch 1 (~0.2), then collapses (~0.02).
+    # keep=1 must still keep the best checkpoint.
+    results = _train(tiny_dataset, tmp_path, "trainer.run_id=best", "trainer.epochs=4", "optim.lr=1.0",
+                     "optim.sparse_lr=100.0", "optim.warmup_steps=120", "trainer.keep_checkpoints=1",
+                     "eval.per_user=false")
+    history = results["history"]
+    best = max(history, key=lambda h: h["ndcg@10"])
+    assert results["best"] == {"step": best["step"], "valid_ndcg@10": best["ndcg@10"]}
+    assert best["step"] != results["steps"], "pick a setting whose best epoch is not the last one"
+    run = Path(results["run_dir"])
+    recorded = json.loads((run / checkpoint.BEST).read_text())
+    assert recorded["checkpoint"] == f"step_{best['step']}"
+    assert checkpoint.best_checkpoint(run) == checkpoint.checkpoint_dir(run, best["step"])
+    assert checkpoint.latest_checkpoint(run) == checkpoint.checkpoint_dir(run, results["steps"])
+    # The final valid metrics are the best checkpoint's own (deterministic evaluation), not the last model's.
+    assert results["valid"]["ndcg@10"] == pytest.approx(best["ndcg@10"], abs=1e-9)

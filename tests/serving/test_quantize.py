@@ -1,0 +1,52 @@
+"""INT8 storage of dense weights: error bounds, in-place replacement, and that scripting keeps them INT8."""
+
+# No `from __future__ import annotations`: FX and TorchScript read the annotations of `Wrapper.forward`.
+import torch
+import torchrec.fx
+from torch import nn
+
+from modules.transformer import TransformerBlock
+from serving import quantize
+
+
+def test_int8_rows_round_trip_within_half_a_step() -> None:
+    matrix = torch.randn(50, 24, generator=torch.Generator().manual_seed(0)) * torch.linspace(0.01, 5, 50)[:, None]
+    rows = quantize.Int8Rows(matrix)
+    assert rows.values.dtype == torch.int8 and rows.scale.shape == (50,)
+    step = matrix.abs().amax(dim=1, keepdim=True) / 127
+    assert bool(((rows() - matrix).abs() <= step / 2 + 1e-7).all())
+    zero = quantize.Int8Rows(torch.zeros(3, 4))  # an all-zero row must not divide by zero
+    assert torch.equal(zero(), torch.zeros(3, 4))
+
+
+def test_store_int8_replaces_only_the_chosen_group_and_stays_close() -> None:
+    torch.manual_seed(0)
+    blocks = nn.ModuleList([TransformerBlock(32, num_heads=2), TransformerBlock(32, num_heads=2)]).eval()
+    x = torch.randn(4, 10, 32)
+    with torch.no_grad():
+        expected = blocks[1](blocks[0](x, True), True)
+        quantize.store_int8(blocks, ["ffn"])
+        got = blocks[1](blocks[0](x, True), True)
+    assert isinstance(blocks[0].ffn[0], quantize.Int8StoredLinear)
+    assert isinstance(blocks[1].attn.qkv, nn.Linear)  # attention untouched
+    torch.testing.assert_close(got, expected, rtol=0.05, atol=0.02)
+    assert not torch.equal(got, expected)  # really quantized
+
+
+def test_scripted_int8_weights_are_stored_as_int8() -> None:
+    class Wrapper(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = quantize.Int8StoredLinear(nn.Linear(64, 64))
+            self.table = quantize.Int8Rows(torch.randn(100, 64))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x) + self.table()[:1]
+
+    module = Wrapper().eval()
+    scripted = torch.jit.script(torchrec.fx.symbolic_trace(module, leaf_modules=["Int8Rows", "Int8StoredLinear"]))
+    x = torch.randn(3, 64)
+    torch.testing.assert_close(scripted(x), module(x))
+    stored = [t for t in [*scripted.buffers(), *scripted.parameters()] if t.dtype == torch.float32 and t.numel() > 1000]
+    assert not stored, "a dequantized fp32 copy was folded into the scripted module"
+    assert quantize.tensor_bytes(module) < 100 * 64 + 64 * 64 + 2000
