@@ -31,14 +31,66 @@ def scores(query: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     return torch.einsum("td,tnd->tn", query, items)
 
 
-def softmax_loss(query: torch.Tensor, table: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
+def softmax_loss(
+    query: torch.Tensor, table: torch.Tensor, target_ids: torch.Tensor, chunk: int = 0
+) -> torch.Tensor:
     """Full cross entropy over ids ``1..N`` of a ``(N + 1, D)`` table (row 0 = padding, never a class).
 
     The padding row is sliced off rather than masked: masking would copy the (T, N + 1) logits, which is the
-    largest tensor of a training step.
+    largest tensor of a training step. ``chunk > 0`` computes the same loss with `chunked_softmax_loss`.
     """
+    if chunk > 0:
+        return chunked_softmax_loss(query, table[1:], target_ids.to(torch.int64) - 1, chunk)
     logits = query @ table[1:].T
     return F.cross_entropy(logits, target_ids.to(torch.int64) - 1)
+
+
+class _ChunkedSoftmaxCE(torch.autograd.Function):
+    """Mean cross entropy of ``query @ classes.T`` without materialising the ``(T, N)`` logits.
+
+    Forward keeps only each row's log-sum-exp; backward recomputes one block of ``chunk`` rows of logits at a
+    time, turns it into ``softmax - onehot`` in place and accumulates both gradients. One extra matmul buys
+    skipping ~8 passes over a ``(T, N)`` tensor that does not fit in cache (the logits, log-softmax, its
+    gradient and the NLL's zero-filled gradient), which dominate a full-softmax step on a CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, query: torch.Tensor, classes: torch.Tensor, target: torch.Tensor, chunk: int) -> torch.Tensor:
+        lse = torch.empty(query.shape[0], dtype=query.dtype, device=query.device)
+        for lo in range(0, query.shape[0], chunk):
+            lse[lo : lo + chunk] = torch.logsumexp(query[lo : lo + chunk] @ classes.T, dim=1)
+        target_logit = (query * classes[target]).sum(-1)
+        ctx.save_for_backward(query, classes, target, lse)
+        ctx.chunk = chunk
+        return (lse - target_logit).mean()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        query, classes, target, lse = ctx.saved_tensors
+        scale = grad / query.shape[0]
+        grad_query = torch.empty_like(query)
+        grad_classes = torch.zeros_like(classes)
+        for lo in range(0, query.shape[0], ctx.chunk):
+            q = query[lo : lo + ctx.chunk]
+            probs = torch.exp_(torch.sub(q @ classes.T, lse[lo : lo + ctx.chunk, None]))
+            probs[torch.arange(q.shape[0], device=q.device), target[lo : lo + ctx.chunk]] -= 1.0
+            probs.mul_(scale)
+            torch.mm(probs, classes, out=grad_query[lo : lo + ctx.chunk])
+            grad_classes.addmm_(probs.T, q)
+        return grad_query, grad_classes, None, None
+
+
+def chunked_softmax_loss(
+    query: torch.Tensor, classes: torch.Tensor, target: torch.Tensor, chunk: int = 1024
+) -> torch.Tensor:
+    """``F.cross_entropy(query @ classes.T, target)`` (mean) in blocks of ``chunk`` rows; ``target`` in ``[0, N)``.
+
+    Same value and gradients as the plain form, with memory ``O(chunk * N)`` instead of ``O(T * N)``.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    dtype = torch.promote_types(query.dtype, torch.float32)  # bf16/fp16 inputs: the softmax runs in fp32
+    return _ChunkedSoftmaxCE.apply(query.to(dtype), classes.to(dtype), target, chunk)
 
 
 def sampled_softmax_loss(

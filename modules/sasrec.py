@@ -71,6 +71,7 @@ class SASRecConfig:
     tie_weights: bool = True
     gbce_t: float = 0.75
     temperature: float = 1.0
+    softmax_chunk: int = 512
 
     def validate(self) -> None:
         """Raise `ValueError` naming the setting to change."""
@@ -91,6 +92,8 @@ class SASRecConfig:
             raise ValueError("model.loss='gbce' needs model.num_items >= 2")
         if self.temperature <= 0.0:
             raise ValueError(f"model.temperature must be > 0, got {self.temperature}")
+        if self.softmax_chunk < 0:
+            raise ValueError(f"model.softmax_chunk must be >= 0 (0: unchunked), got {self.softmax_chunk}")
 
 
 class SASRecEncoder(nn.Module):
@@ -150,9 +153,12 @@ class SequenceObjective(nn.Module):
     call (it branches on the batch kind and on tensor sizes).
     """
 
-    def __init__(self, loss: str, num_items: int, gbce_t: float, temperature: float) -> None:
+    def __init__(
+        self, loss: str, num_items: int, gbce_t: float, temperature: float, softmax_chunk: int = 0
+    ) -> None:
         super().__init__()
         self.loss, self.num_items, self.gbce_t, self.temperature = loss, num_items, gbce_t, temperature
+        self.softmax_chunk = softmax_chunk
 
     def forward(
         self,
@@ -171,7 +177,7 @@ class SequenceObjective(nn.Module):
         if self.loss == "softmax":
             catalogue = table["negatives" + suffix].values()
             full = torch.cat([catalogue.new_zeros(1, catalogue.shape[1]), catalogue])
-            loss = losses.softmax_loss(query, full, target_ids)
+            loss = losses.softmax_loss(query, full, target_ids, self.softmax_chunk)
         else:
             positive = table["target" + suffix].values()
             pos_logits = (query * positive).sum(-1)
@@ -222,6 +228,8 @@ class SASRec(nn.Module):
         tie_weights: score against the input item table; False adds an output table ``out_ec``.
         gbce_t: gSASRec's calibration parameter t (``loss="gbce"``).
         temperature: logits are divided by it.
+        softmax_chunk: ``loss="softmax"`` computes the cross entropy in blocks of this many targets without
+            materialising all logits (`modules.losses.chunked_softmax_loss`, ~2x faster on a CPU); 0 = plain.
         device: where parameters are built; ``"meta"`` for `DistributedModelParallel` to materialise (or
             ``to_empty`` + `reset_parameters`).
 
@@ -245,6 +253,7 @@ class SASRec(nn.Module):
         tie_weights: bool = True,
         gbce_t: float = 0.75,
         temperature: float = 1.0,
+        softmax_chunk: int = 512,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
@@ -260,6 +269,7 @@ class SASRec(nn.Module):
             tie_weights=tie_weights,
             gbce_t=gbce_t,
             temperature=temperature,
+            softmax_chunk=softmax_chunk,
         )
         self.config.validate()
         self.item_ec = item_embedding_collection(num_items, dim, device, ITEM_FEATURES, "item_table")
@@ -267,7 +277,7 @@ class SASRec(nn.Module):
         if not tie_weights:
             self.out_ec = item_embedding_collection(num_items, dim, device, OUTPUT_FEATURES, "item_out_table")
         self.encoder = SASRecEncoder(dim, max_len, num_blocks, num_heads, dropout, attn_backend, device)
-        self.objective = SequenceObjective(loss, num_items, gbce_t, temperature)
+        self.objective = SequenceObjective(loss, num_items, gbce_t, temperature, softmax_chunk)
 
     @classmethod
     def from_config(cls, config: SASRecConfig, device: torch.device | str | None = None) -> SASRec:
@@ -358,13 +368,17 @@ def _per_example(negatives: JaggedTensor) -> torch.Tensor:
 
 
 def _with_catalogue(sparse: KeyedJaggedTensor, num_items: int) -> KeyedJaggedTensor:
-    """``history`` and ``target`` of the batch, ``negatives`` = every item id ``1..N`` (all in example 0)."""
-    history, target = sparse["history"], sparse["target"]
+    """``history`` of the batch, ``target`` empty, ``negatives`` = every item id ``1..N`` (all in example 0).
+
+    Full softmax scores targets through the catalogue rows, so looking their embeddings up again (a third of
+    the lookup and of its backward) would be wasted.
+    """
+    history = sparse["history"]
     catalogue, lengths = _catalogue(history.lengths(), num_items)
     return KeyedJaggedTensor(
         keys=list(ITEM_FEATURES),
-        values=torch.cat([history.values(), target.values(), catalogue]),
-        lengths=torch.cat([history.lengths(), target.lengths(), lengths]),
+        values=torch.cat([history.values(), catalogue]),
+        lengths=torch.cat([history.lengths(), torch.zeros_like(history.lengths()), lengths]),
     )
 
 

@@ -59,6 +59,7 @@ class ModelConfig:
     tie_weights: bool = True
     gbce_t: float = 0.75
     temperature: float = 1.0
+    softmax_chunk: int = 512  # full softmax in blocks of this many targets (~2x faster on CPU); 0 = plain
 
 
 @dataclasses.dataclass(kw_only=True)

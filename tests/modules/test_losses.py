@@ -160,3 +160,30 @@ def test_pairwise_losses_drop_accidental_hits(data, name: str) -> None:
             beta = losses.gbce_beta(2, N, 0.75) if name == "gbce" else 1.0
             expected += -beta * math.log(_sigmoid(p)) - sum(math.log(1.0 - _sigmoid(n)) for n in kept)
     assert float(got) == pytest.approx(expected / T, rel=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 100])
+def test_chunked_softmax_equals_plain_cross_entropy_and_its_gradients(chunk: int) -> None:
+    gen = torch.Generator().manual_seed(1)
+    query = torch.randn(7, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    classes = torch.randn(11, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([0, 10, 3, 3, 7, 1, 10])
+    plain = torch.nn.functional.cross_entropy(query @ classes.T, target)
+    plain_grads = torch.autograd.grad(plain, (query, classes))
+    chunked = losses.chunked_softmax_loss(query, classes, target, chunk)
+    chunked_grads = torch.autograd.grad(chunked, (query, classes))
+    torch.testing.assert_close(chunked, plain)
+    for got, want in zip(chunked_grads, plain_grads):
+        torch.testing.assert_close(got, want)
+
+
+def test_softmax_loss_chunked_path_matches_unchunked(data) -> None:
+    target = torch.tensor([1, 9, 4, 2])
+    torch.testing.assert_close(
+        losses.softmax_loss(data["query"], data["table"], target, chunk=3),
+        losses.softmax_loss(data["query"], data["table"], target),
+    )
+    half = losses.chunked_softmax_loss(data["query"].bfloat16(), data["table"].bfloat16(), target, 2)
+    assert half.dtype == torch.float32
+    with pytest.raises(ValueError, match="chunk"):
+        losses.chunked_softmax_loss(data["query"], data["table"], target, 0)
