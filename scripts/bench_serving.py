@@ -4,10 +4,12 @@
     python scripts/bench_serving.py            # trains a small synthetic run first (dim 64, max_len 200)
 
 Model-only: p50/p99 of one call at batch 1 and 32, history length 50/200/1000 (histories longer than the
-model's max_len are cut to it inside the model), for fp32, INT8 tables only, and INT8 tables + INT8 linears.
+model's max_len are cut to it inside the model), for fp32, INT8 tables only, INT8 tables + INT8-stored linears
+and positions (fp32 compute), and INT8 tables + dynamic INT8 linears.
 End to end: an archive of the INT8 model served by a locked-down TorchServe (token auth on), 1/8/32 concurrent
-clients sending history-length-200 requests, each level bounded by --requests and --seconds. Prints ratios
-against fp32 measured in the same process, and the machine.
+clients sending history-length-200 requests, each level bounded by --requests and --seconds; ``--batching``
+repeats this for several server-side batching settings (``batchSize:maxBatchDelay`` pairs, one server each).
+Prints ratios against fp32 measured in the same process, and the machine.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def model_only(run: Path, repeats: int) -> None:
     variants = {
         "fp32": script(build_variant(trained.model, False, [])[0]),
         "int8 tables": script(build_variant(trained.model, True, [])[0]),
+        "int8 tables+stored": script(build_variant(trained.model, True, [], int8_storage=True)[0]),
         "int8 tables+linears": script(build_variant(trained.model, True, list(quantize.DENSE_GROUPS))[0]),
     }
     print(f"\nmodel only: {n} items, dim {trained.model.config.dim}, max_len {trained.cfg.data.max_len} (ms)")
@@ -75,16 +78,23 @@ def _client(url: str, key: str, body: bytes, timeout: float) -> float:
     return 1000.0 * (time.perf_counter() - start)
 
 
-def end_to_end(run: Path, work: Path, requests: int, seconds: float, batch_size: int, delay_ms: int) -> None:
+def end_to_end(run: Path, work: Path, requests: int, seconds: float, batching: list[tuple[int, int]]) -> None:
+    from serving.archive import build_archive
     from serving.export import ExportConfig, export_run
+
+    meta = export_run(ExportConfig(run=run, output=work / "export", evaluate=False))
+    for batch_size, delay_ms in batching:
+        archive = build_archive(meta["output"], work / f"mar-{batch_size}-{delay_ms}", batch_size, delay_ms)
+        serve_and_measure(archive, Path(meta["output"]), requests, seconds, batch_size, delay_ms)
+
+
+def serve_and_measure(archive: Path, export: Path, requests: int, seconds: float, batch_size: int,
+                      delay_ms: int) -> None:
     from serving.serve import ServerConfig, read_keys, start, stop
     from trainer.distributed import free_port
 
-    meta = export_run(ExportConfig(run=run, output=work / "export", evaluate=False, archive=True,
-                                   batch_size=batch_size, max_batch_delay_ms=delay_ms))
-    ids = json.loads((Path(meta["output"]) / "id_map.json").read_text())["raw_ids"]
-    cfg = ServerConfig(archive=Path(meta["archive"]), port=free_port(), management_port=free_port(),
-                       metrics_port=free_port())
+    ids = json.loads((export / "id_map.json").read_text())["raw_ids"]
+    cfg = ServerConfig(archive=archive, port=free_port(), management_port=free_port(), metrics_port=free_port())
     rng = np.random.default_rng(0)
     bodies = [json.dumps({"history": [ids[i] for i in rng.integers(0, len(ids), 200)], "k": 10}).encode()
               for _ in range(64)]
@@ -116,17 +126,20 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=40, help="model-only calls per measurement")
     parser.add_argument("--requests", type=int, default=320, help="end-to-end requests per concurrency level")
     parser.add_argument("--seconds", type=float, default=20.0, help="end-to-end time cap per concurrency level")
-    parser.add_argument("--batch-size", type=int, default=8, help="TorchServe batchSize")
-    parser.add_argument("--max-batch-delay-ms", type=int, default=2, help="TorchServe maxBatchDelay")
+    parser.add_argument("--batching", default="8:2", help="comma list of TorchServe batchSize:maxBatchDelay(ms)")
     parser.add_argument("--skip-e2e", action="store_true", help="model-only figures only")
     args = parser.parse_args()
+    try:
+        batching = [(int(b), int(d)) for b, d in (pair.split(":") for pair in args.batching.split(","))]
+    except ValueError:
+        parser.error(f"--batching: expected pairs like 8:2,32:5, got {args.batching!r}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         run = args.run or train_small_run(Path(tmp))
         model_only(run, args.repeats)
         if not args.skip_e2e:
-            end_to_end(run, Path(tmp), args.requests, args.seconds, args.batch_size, args.max_batch_delay_ms)
+            end_to_end(run, Path(tmp), args.requests, args.seconds, batching)
     return 0
 
 
