@@ -328,7 +328,9 @@ class Trainer:
             return False
         metrics = self.evaluate(t.eval_split)
         ndcg = metrics["ndcg@10"]
-        self.history.append({"epoch": self.epoch, "step": self.step, **metrics})
+        # train_seconds: time this process has spent in training steps so far ("time to reach NDCG X")
+        entry = {"epoch": self.epoch, "step": self.step, "train_seconds": round(float(self.throughput[0]), 2)}
+        self.history.append({**entry, **metrics})
         if self.writer is not None:
             for name, value in metrics.items():
                 if isinstance(value, float):
