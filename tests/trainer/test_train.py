@@ -122,6 +122,8 @@ def test_final_metrics_come_from_the_best_validation_checkpoint(tiny_dataset: Pa
                      "optim.sparse_lr=100.0", "optim.warmup_steps=120", "trainer.keep_checkpoints=1",
                      "eval.per_user=false")
     history = results["history"]
+    seconds = [h["train_seconds"] for h in history]
+    assert seconds == sorted(seconds) and seconds[0] > 0  # time to reach each validation figure
     best = max(history, key=lambda h: h["ndcg@10"])
     assert results["best"] == {"step": best["step"], "valid_ndcg@10": best["ndcg@10"]}
     assert best["step"] != results["steps"], "pick a setting whose best epoch is not the last one"
