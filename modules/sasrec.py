@@ -71,7 +71,7 @@ class SASRecConfig:
     tie_weights: bool = True
     gbce_t: float = 0.75
     temperature: float = 1.0
-    softmax_chunk: int = 512
+    softmax_chunk: int = 256
 
     def validate(self) -> None:
         """Raise `ValueError` naming the setting to change."""
@@ -253,7 +253,7 @@ class SASRec(nn.Module):
         tie_weights: bool = True,
         gbce_t: float = 0.75,
         temperature: float = 1.0,
-        softmax_chunk: int = 512,
+        softmax_chunk: int = 256,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()

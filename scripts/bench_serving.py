@@ -126,7 +126,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=40, help="model-only calls per measurement")
     parser.add_argument("--requests", type=int, default=320, help="end-to-end requests per concurrency level")
     parser.add_argument("--seconds", type=float, default=20.0, help="end-to-end time cap per concurrency level")
-    parser.add_argument("--batching", default="8:2", help="comma list of TorchServe batchSize:maxBatchDelay(ms)")
+    parser.add_argument("--batching", default="16:1", help="comma list of TorchServe batchSize:maxBatchDelay(ms)")
     parser.add_argument("--skip-e2e", action="store_true", help="model-only figures only")
     args = parser.parse_args()
     try:

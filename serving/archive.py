@@ -31,8 +31,8 @@ def model_config_yaml(batch_size: int, max_batch_delay_ms: int, response_timeout
 def build_archive(
     export_dir: str | Path,
     output_dir: str | Path,
-    batch_size: int = 8,
-    max_batch_delay_ms: int = 5,
+    batch_size: int = 16,
+    max_batch_delay_ms: int = 1,
     name: str = MODEL_NAME,
     version: str = "1.0",
 ) -> Path:

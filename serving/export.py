@@ -66,8 +66,8 @@ class ExportConfig:
     prune_layers: tuple[str, ...] = ("linear",)
     evaluate: bool = True
     archive: bool = False
-    batch_size: int = 8
-    max_batch_delay_ms: int = 5
+    batch_size: int = 16
+    max_batch_delay_ms: int = 1
 
     def validate(self) -> None:
         """Raise `ConfigError` naming the option to change."""
@@ -349,8 +349,9 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--prune-layers", default="linear", help="comma-separated: linear,embedding")
     parser.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the NDCG comparison")
     parser.add_argument("--archive", action="store_true", help="also build a TorchServe .mar")
-    parser.add_argument("--batch-size", type=int, default=8, help="TorchServe server-side batch size")
-    parser.add_argument("--max-batch-delay-ms", type=int, default=5, help="TorchServe max batch delay")
+    parser.add_argument("--batch-size", type=int, default=16,
+                        help="TorchServe server-side batch size (16 and 1 ms measured best here, docs/benchmarks.md)")
+    parser.add_argument("--max-batch-delay-ms", type=int, default=1, help="TorchServe max batch delay")
 
 
 def run(args: Any) -> int:

@@ -59,7 +59,7 @@ class ModelConfig:
     tie_weights: bool = True
     gbce_t: float = 0.75
     temperature: float = 1.0
-    softmax_chunk: int = 512  # full softmax in blocks of this many targets (~2x faster on CPU); 0 = plain
+    softmax_chunk: int = 256  # full softmax in blocks of this many targets (~2x faster on CPU); 0 = plain
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -69,7 +69,7 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.98)
-    # FBGEMM fused optimizer for tables: rowwise_adagrad | adagrad | sgd | adam (GPU only)
+    # FBGEMM fused optimizer for tables: rowwise_adagrad | adagrad (element-wise) | sgd | adam (GPU only)
     sparse_optimizer: str = "rowwise_adagrad"
     sparse_lr: float | None = 0.2  # null: same as lr
     schedule: str = "cosine"  # cosine | constant
@@ -197,8 +197,8 @@ def validate(cfg: TrainConfig) -> None:
             f"model.loss={m.loss} needs negatives; set data.negatives=uniform|popularity|in_batch (or auto)",
         ),
         (
-            o.sparse_optimizer in ("adam", "rowwise_adagrad", "sgd"),
-            "optim.sparse_optimizer: adam|rowwise_adagrad|sgd",
+            o.sparse_optimizer in ("adam", "rowwise_adagrad", "adagrad", "sgd"),
+            "optim.sparse_optimizer: adam|rowwise_adagrad|adagrad|sgd",
         ),
         (o.schedule in ("cosine", "constant"), "optim.schedule must be cosine or constant"),
         (o.accumulate >= 1, "optim.accumulate must be >= 1"),
