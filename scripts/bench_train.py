@@ -3,8 +3,9 @@
 Ours is the real training path on one rank: a dataset folder made by ``seqrec prepare --format sasrec`` from
 ``../shared/data/sasrec-ml-1m/ml-1m.txt``, then `trainer.train.run_training` (DistributedModelParallel over a
 1-process gloo group, streaming jagged loader with length bucketing, FBGEMM fused row-wise Adagrad for the item
-table, AdamW for dense layers). Variants: ``fp32`` (defaults, TorchRec train pipeline on), ``bf16``
-(``trainer.bf16=true``) and ``nopipe`` (``trainer.pipeline=false``, the plain loop).
+table, AdamW for dense layers). Variants: ``fp32`` (defaults, TorchRec train pipeline on, chunked softmax),
+``bf16`` (``trainer.bf16=true``), ``nopipe`` (``trainer.pipeline=false``, the plain loop), ``unchunked``
+(``model.softmax_chunk=0``: the plain cross entropy over materialised logits) and ``2ranks`` (torchrun, 2 ranks).
 
 The baseline is SASRec written the way common implementations do it (pmixer/SASRec.pytorch): every training
 sequence left-padded to ``max_len``, ``nn.Embedding`` for items and positions, pre-LN blocks with naive
@@ -72,7 +73,13 @@ from trainer.evaluation.ranking import full_ranking  # noqa: E402
 from trainer.train import run_training  # noqa: E402
 
 ML1M = REPO.parent / "shared" / "data" / "sasrec-ml-1m" / "ml-1m.txt"
-VARIANTS = {"fp32": [], "bf16": ["trainer.bf16=true"], "nopipe": ["trainer.pipeline=false"], "2ranks": []}
+VARIANTS = {
+    "fp32": [],
+    "bf16": ["trainer.bf16=true"],
+    "nopipe": ["trainer.pipeline=false"],
+    "unchunked": ["model.softmax_chunk=0"],  # the plain (T, N)-logits cross entropy
+    "2ranks": [],
+}
 MAX_LEN, BLOCKS, HEADS, BATCH, DROPOUT, LR = 200, 2, 1, 128, 0.2, 1e-3
 DEFAULT_DIM = 48
 
