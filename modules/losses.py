@@ -81,7 +81,7 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
 
 
 def chunked_softmax_loss(
-    query: torch.Tensor, classes: torch.Tensor, target: torch.Tensor, chunk: int = 1024
+    query: torch.Tensor, classes: torch.Tensor, target: torch.Tensor, chunk: int = 256
 ) -> torch.Tensor:
     """``F.cross_entropy(query @ classes.T, target)`` (mean) in blocks of ``chunk`` rows; ``target`` in ``[0, N)``.
 

@@ -153,9 +153,7 @@ class SequenceObjective(nn.Module):
     call (it branches on the batch kind and on tensor sizes).
     """
 
-    def __init__(
-        self, loss: str, num_items: int, gbce_t: float, temperature: float, softmax_chunk: int = 0
-    ) -> None:
+    def __init__(self, loss: str, num_items: int, gbce_t: float, temperature: float, softmax_chunk: int) -> None:
         super().__init__()
         self.loss, self.num_items, self.gbce_t, self.temperature = loss, num_items, gbce_t, temperature
         self.softmax_chunk = softmax_chunk

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from serving import quantize
+from serving.archive import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS
 from serving.inference import TopKRecommender, from_sasrec, script
 from serving.service import ID_MAP_FILE, METADATA_FILE, MODEL_FILE
 from trainer.errors import ConfigError
@@ -66,8 +67,8 @@ class ExportConfig:
     prune_layers: tuple[str, ...] = ("linear",)
     evaluate: bool = True
     archive: bool = False
-    batch_size: int = 16
-    max_batch_delay_ms: int = 1
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS
 
     def validate(self) -> None:
         """Raise `ConfigError` naming the option to change."""
@@ -144,8 +145,8 @@ def build_variant(
         sparsity = quantize.prune(module.blocks, module.item_ec, prune_sparsity, prune_layers)
     quantize.quantize_dense(module.blocks, dense_groups)
     if int8_storage:
-        quantize.store_int8(module.blocks, [g for g in quantize.DENSE_GROUPS if g not in dense_groups])
-        module.set_positions(quantize.Int8Rows(module.positions))
+        quantize.store_int8(module.blocks, quantize.stored_groups(dense_groups))
+        module.positions = quantize.Int8Rows(module.positions())
     if quantize_tables:
         quantize.quantize_tables(module)
     return module.eval(), sparsity
@@ -219,7 +220,7 @@ def _dense_choice(config: ExportConfig, module: TopKRecommender, max_len: int) -
         return [], {}
     if config.dense == "int8":
         return list(quantize.DENSE_GROUPS), {}
-    dim = module.positions.shape[1]
+    dim = module.positions().shape[1]
     example = torch.randn(32, max_len, dim, generator=torch.Generator().manual_seed(0))
     timings = quantize.time_dense_groups(module.blocks, example)
     return quantize.choose_dense_groups(timings), timings
@@ -251,7 +252,7 @@ def export_run(config: ExportConfig) -> dict[str, Any]:
         "compression": {
             "tables": "int8 rowwise (torchrec)" if config.quantize else "fp32",
             "dense_int8_groups": groups,
-            "dense_int8_stored_groups": [g for g in quantize.DENSE_GROUPS if g not in groups] if int8_storage else [],
+            "dense_int8_stored_groups": quantize.stored_groups(groups) if int8_storage else [],
             "positions": "int8 stored, fp32 compute" if int8_storage else "fp32",
             "dense_timings_ms": timings,
             "prune_sparsity": config.prune_sparsity,
@@ -349,9 +350,10 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--prune-layers", default="linear", help="comma-separated: linear,embedding")
     parser.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the NDCG comparison")
     parser.add_argument("--archive", action="store_true", help="also build a TorchServe .mar")
-    parser.add_argument("--batch-size", type=int, default=16,
-                        help="TorchServe server-side batch size (16 and 1 ms measured best here, docs/benchmarks.md)")
-    parser.add_argument("--max-batch-delay-ms", type=int, default=1, help="TorchServe max batch delay")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help="TorchServe server-side batch size (the default measured best here, docs/benchmarks.md)")
+    parser.add_argument("--max-batch-delay-ms", type=int, default=DEFAULT_MAX_BATCH_DELAY_MS,
+                        help="TorchServe max batch delay")
 
 
 def run(args: Any) -> int:

@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from serving.quantize import FX_LEAVES
+
 
 def truncate_recent(values: torch.Tensor, lengths: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep the last ``max_len`` items of each jagged history: ``(T,), (B,) -> (T',), (B,)``."""
@@ -94,13 +96,24 @@ for _fn in ("truncate_recent", "item_kjt", "padded_input", "last_position", "top
     torch.fx.wrap(_fn)
 
 
+class Fp32Rows(nn.Module):
+    """A fixed fp32 matrix; ``forward()`` returns it (the same interface as `serving.quantize.Int8Rows`)."""
+
+    def __init__(self, matrix: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("values", matrix.detach().clone().float())
+
+    def forward(self) -> torch.Tensor:
+        return self.values
+
+
 class TopKRecommender(nn.Module):
     """Sequence encoder + full-catalogue top-k, fed with plain tensors (see the module docstring).
 
     Args:
         item_ec: the item `EmbeddingCollection` (features history/target/negatives), fp32 or TorchRec-quantized.
-        positions: ``(max_len, D)`` position table: a plain tensor (fp32), or a module whose ``forward()``
-            returns it (e.g. `serving.quantize.Int8Rows`, stored INT8).
+        positions: ``(max_len, D)`` position table (kept as `Fp32Rows`; export may swap in
+            `serving.quantize.Int8Rows`, which returns the same table stored INT8).
         blocks: the trained transformer blocks (optionally dynamic-INT8 / pruned).
         final_norm: the encoder's final LayerNorm.
         num_items: N.
@@ -109,7 +122,7 @@ class TopKRecommender(nn.Module):
     def __init__(
         self,
         item_ec: nn.Module,
-        positions: torch.Tensor | nn.Module,
+        positions: torch.Tensor,
         blocks: nn.ModuleList,
         final_norm: nn.Module,
         num_items: int,
@@ -119,18 +132,8 @@ class TopKRecommender(nn.Module):
         self.blocks = blocks
         self.final_norm = final_norm
         self.num_items = num_items
-        self.set_positions(positions)
-
-    def set_positions(self, positions: torch.Tensor | nn.Module) -> None:
-        """Install the position table: a tensor (kept as an fp32 buffer) or a module returning it."""
-        if isinstance(positions, nn.Module):
-            self.positions = None
-            self.position_table = positions
-            self.max_len = int(positions().shape[0])
-        else:
-            self.register_buffer("positions", positions.detach().clone())
-            self.position_table = None
-            self.max_len = int(positions.shape[0])
+        self.positions: nn.Module = Fp32Rows(positions)  # forward() -> (max_len, D)
+        self.max_len = positions.shape[0]
 
     def forward(
         self, history: torch.Tensor, lengths: torch.Tensor, k: int, exclude_seen: bool
@@ -145,9 +148,7 @@ class TopKRecommender(nn.Module):
         """Query ``(B, D)`` of each history and the catalogue embeddings ``(N, D)`` (rows of items 1..N)."""
         recent, recent_lengths = truncate_recent(history, lengths, self.max_len)
         looked_up = self.item_ec(item_kjt(recent, recent_lengths, self.num_items))
-        # Which table form is installed is fixed per module, so FX traces exactly one of the two branches.
-        positions = self.positions if self.position_table is None else self.position_table()
-        x = padded_input(looked_up["history"].values(), recent_lengths, positions, self.max_len)
+        x = padded_input(looked_up["history"].values(), recent_lengths, self.positions(), self.max_len)
         for block in self.blocks:
             x = block(x, True)
         return last_position(self.final_norm(x), recent_lengths), looked_up["target"].values()
@@ -164,11 +165,9 @@ def from_sasrec(model: nn.Module) -> TopKRecommender:
     return module.eval()
 
 
-def script(module: TopKRecommender) -> torch.jit.ScriptModule:
+def script(module: nn.Module) -> torch.jit.ScriptModule:
     """TorchScript of ``module``: FX-trace (TorchRec's tracer keeps KJTs whole), then script."""
     import torchrec.fx
 
     module.eval()
-    # INT8-stored weights are leaves: traced through, FX would fold their dequantized fp32 value into a constant.
-    leaves = ["Int8Rows", "Int8StoredLinear"]
-    return torch.jit.script(torchrec.fx.symbolic_trace(module, leaf_modules=leaves))
+    return torch.jit.script(torchrec.fx.symbolic_trace(module, leaf_modules=list(FX_LEAVES)))

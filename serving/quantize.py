@@ -7,8 +7,9 @@
   ``ffn``: feed-forward). Dynamic INT8 pays a per-call activation quantization, which at small widths costs more
   than it saves, so `choose_dense_groups` times each group on a representative input and keeps fp32 *compute*
   where INT8 is not faster. Those groups can still be *stored* in INT8 (`store_int8`: per-output-channel
-  symmetric weights, dequantized at each call, which costs one multiply per weight and is negligible next to
-  the matmul), so the artefact shrinks without the slower kernels.
+  symmetric weights, dequantized at each call), so the artefact shrinks without the slower kernels. The
+  dequantization is small next to the matmuls but not free: ~0.1 ms of a ~1.5 ms batch-1 call at ML-1M size
+  (profiled, docs/benchmarks.md).
 * Positions: the position table is stored the same way (`Int8Rows`, one scale per row).
 * Pruning: unstructured magnitude pruning (zero the smallest ``|w|`` of each tensor), per layer type ``linear``
   (the blocks' linear weights) and ``embedding`` (the item table). Zeros do not shrink a dense artefact; the
@@ -85,13 +86,23 @@ class Int8StoredLinear(nn.Module):
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight_int8 = Int8Rows(linear.weight)
         bias = linear.bias.detach().clone() if linear.bias is not None else torch.zeros(linear.out_features)
         self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.linear(x, self.weight_int8(), self.bias)
+
+
+# Modules FX must keep whole when tracing for TorchScript: traced through, the dequantized fp32 value of their INT8
+# buffers would be folded into a constant of the scripted model (which would then not be smaller at all).
+FX_LEAVES = (Int8Rows.__name__, Int8StoredLinear.__name__)
+
+
+def stored_groups(dynamic_groups: Iterable[str]) -> list[str]:
+    """The layer groups left for INT8 storage once ``dynamic_groups`` got dynamic INT8 linears."""
+    dynamic = set(dynamic_groups)
+    return [g for g in DENSE_GROUPS if g not in dynamic]
 
 
 def store_int8(blocks: nn.Module, groups: Iterable[str]) -> nn.Module:

@@ -396,25 +396,14 @@ class Trainer:
         checkpoint.set_rng_state(state["rng"])
 
     def save_checkpoint(self) -> None:
+        """Checkpoint this step (unless done already) and, after a new best validation, record it in best.json."""
         ckpt = checkpoint.checkpoint_dir(self.run_dir, self.step)
-        if (ckpt / checkpoint.META).is_file():
-            return
-        meta = {
-            **self._meta_expect(),
-            "world_size": self.env.world_size,
-            "step": self.step,
-            "epoch": self.epoch,
-        }
-        best = checkpoint.checkpoint_dir(self.run_dir, self.best_step) if self.best_step >= 0 else None
-        checkpoint.save(
-            ckpt,
-            self.model,
-            self.optimizer,
-            self.state_dict(),
-            meta,
-            keep=self.cfg.trainer.keep_checkpoints,
-            protect=best,
-        )
+        if not (ckpt / checkpoint.META).is_file():
+            meta = {**self._meta_expect(), "world_size": self.env.world_size, "step": self.step, "epoch": self.epoch}
+            best = checkpoint.checkpoint_dir(self.run_dir, self.best_step) if self.best_step >= 0 else None
+            keep = self.cfg.trainer.keep_checkpoints
+            checkpoint.save(ckpt, self.model, self.optimizer, self.state_dict(), meta, keep=keep, protect=best)
+        # Also when the step was already checkpointed (checkpoint_every ending on an epoch's last step).
         if self.env.is_main and self.best_step == self.step:
             checkpoint.mark_best(self.run_dir, ckpt, {"step": self.step, "epoch": self.epoch, "ndcg@10": self.best_ndcg})
 

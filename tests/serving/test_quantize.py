@@ -2,11 +2,11 @@
 
 # No `from __future__ import annotations`: FX and TorchScript read the annotations of `Wrapper.forward`.
 import torch
-import torchrec.fx
 from torch import nn
 
 from modules.transformer import TransformerBlock
 from serving import quantize
+from serving.inference import script
 
 
 def test_int8_rows_round_trip_within_half_a_step() -> None:
@@ -44,7 +44,7 @@ def test_scripted_int8_weights_are_stored_as_int8() -> None:
             return self.linear(x) + self.table()[:1]
 
     module = Wrapper().eval()
-    scripted = torch.jit.script(torchrec.fx.symbolic_trace(module, leaf_modules=["Int8Rows", "Int8StoredLinear"]))
+    scripted = script(module)  # the export's own FX-trace + TorchScript path
     x = torch.randn(3, 64)
     torch.testing.assert_close(scripted(x), module(x))
     stored = [t for t in [*scripted.buffers(), *scripted.parameters()] if t.dtype == torch.float32 and t.numel() > 1000]

@@ -115,12 +115,14 @@ def test_sigterm_checkpoints_and_stops(tiny_dataset: Path, tmp_path: Path) -> No
     assert ckpt is not None and checkpoint.read_meta(ckpt)["step"] > 0
 
 
-def test_final_metrics_come_from_the_best_validation_checkpoint(tiny_dataset: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("every", [0, 1])
+def test_final_metrics_come_from_the_best_validation_checkpoint(tiny_dataset: Path, tmp_path: Path, every: int) -> None:
     # Learning rates that warm up to absurd values: NDCG@10 peaks after epoch 1 (~0.2), then collapses (~0.02).
-    # keep=1 must still keep the best checkpoint.
+    # keep=1 must still keep the best checkpoint; checkpoint_every=1 has every epoch end checkpointed before
+    # its evaluation, and best.json must still be written.
     results = _train(tiny_dataset, tmp_path, "trainer.run_id=best", "trainer.epochs=4", "optim.lr=1.0",
                      "optim.sparse_lr=100.0", "optim.warmup_steps=120", "trainer.keep_checkpoints=1",
-                     "eval.per_user=false")
+                     f"trainer.checkpoint_every={every}", "eval.per_user=false")
     history = results["history"]
     seconds = [h["train_seconds"] for h in history]
     assert seconds == sorted(seconds) and seconds[0] > 0  # time to reach each validation figure
