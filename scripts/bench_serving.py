@@ -7,8 +7,9 @@ Model-only: p50/p99 of one call at batch 1 and 32, history length 50/200/1000 (h
 model's max_len are cut to it inside the model), for fp32, INT8 tables only, INT8 tables + INT8-stored linears
 and positions (fp32 compute), and INT8 tables + dynamic INT8 linears.
 End to end: an archive of the INT8 model served by a locked-down TorchServe (token auth on), 1/8/32 concurrent
-clients sending history-length-200 requests, each level bounded by --requests and --seconds; ``--batching``
-repeats this for several server-side batching settings (``batchSize:maxBatchDelay`` pairs, one server each).
+clients sending history-length-200 requests after --warmup untimed ones, each level bounded by --requests and
+--seconds; ``--batching`` repeats this for several server-side batching settings (``batchSize:maxBatchDelay``
+pairs, one server each).
 Prints ratios against fp32 measured in the same process, and the machine.
 """
 
@@ -78,23 +79,26 @@ def _client(url: str, key: str, body: bytes, timeout: float) -> float:
     return 1000.0 * (time.perf_counter() - start)
 
 
-def end_to_end(run: Path, work: Path, requests: int, seconds: float, batching: list[tuple[int, int]]) -> None:
+def end_to_end(run: Path, work: Path, requests: int, seconds: float, batching: list[tuple[int, int]],
+               warmup: int = 32, jvm_options: tuple[str, ...] = ("",)) -> None:
     from serving.archive import build_archive
     from serving.export import ExportConfig, export_run
 
     meta = export_run(ExportConfig(run=run, output=work / "export", evaluate=False))
     for batch_size, delay_ms in batching:
         archive = build_archive(meta["output"], work / f"mar-{batch_size}-{delay_ms}", batch_size, delay_ms)
-        serve_and_measure(archive, Path(meta["output"]), requests, seconds, batch_size, delay_ms)
+        for options in jvm_options:
+            serve_and_measure(archive, Path(meta["output"]), requests, seconds, batch_size, delay_ms, warmup, options)
 
 
 def serve_and_measure(archive: Path, export: Path, requests: int, seconds: float, batch_size: int,
-                      delay_ms: int) -> None:
+                      delay_ms: int, warmup: int = 32, jvm_options: str = "") -> None:
     from serving.serve import ServerConfig, read_keys, start, stop
     from trainer.distributed import free_port
 
     ids = json.loads((export / "id_map.json").read_text())["raw_ids"]
-    cfg = ServerConfig(archive=archive, port=free_port(), management_port=free_port(), metrics_port=free_port())
+    cfg = ServerConfig(archive=archive, port=free_port(), management_port=free_port(), metrics_port=free_port(),
+                       jvm_options=jvm_options)
     rng = np.random.default_rng(0)
     bodies = [json.dumps({"history": [ids[i] for i in rng.integers(0, len(ids), 200)], "k": 10}).encode()
               for _ in range(64)]
@@ -102,13 +106,14 @@ def serve_and_measure(archive: Path, export: Path, requests: int, seconds: float
         start(cfg, timeout_s=180)
         key, url = read_keys(cfg.folder)["inference"], f"{cfg.url}/predictions/{cfg.model_name}"
         print(f"\nend to end via TorchServe (batchSize {batch_size}, maxBatchDelay {delay_ms} ms, "
-              f"{os.cpu_count()} workers), history length 200 (ms)")
+              f"{os.cpu_count()} workers, JVM options {jvm_options or 'default'!r}), history length 200 (ms)")
         print(f"{'clients':>8}{'requests':>10}{'p50':>9}{'p99':>9}{'req/s':>9}")
         for clients in (1, 8, 32):
-            _client(url, key, bodies[0], 30)  # warm-up
             deadline, latencies = time.monotonic() + seconds, []
-            began = time.perf_counter()
             with ThreadPoolExecutor(max_workers=clients) as pool:
+                # Warm-up at this concurrency, not timed: connections, the JVM's JIT, every worker's first calls.
+                list(pool.map(lambda b: _client(url, key, b, 30), bodies[: max(warmup, clients)]))
+                began = time.perf_counter()
                 while len(latencies) < requests and time.monotonic() < deadline:
                     wave = [bodies[(len(latencies) + i) % len(bodies)] for i in range(clients)]
                     latencies += list(pool.map(lambda b: _client(url, key, b, 30), wave))
@@ -127,7 +132,12 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=320, help="end-to-end requests per concurrency level")
     parser.add_argument("--seconds", type=float, default=20.0, help="end-to-end time cap per concurrency level")
     parser.add_argument("--batching", default="16:1", help="comma list of TorchServe batchSize:maxBatchDelay(ms)")
+    parser.add_argument("--warmup", type=int, default=32,
+                        help="untimed end-to-end requests before each concurrency level")
+    parser.add_argument("--jvm-options", action="append", default=None, metavar="OPTS",
+                        help="Java options for TorchServe's frontend (repeat to compare; '' = TorchServe's own)")
     parser.add_argument("--skip-e2e", action="store_true", help="model-only figures only")
+    parser.add_argument("--skip-model", action="store_true", help="end-to-end figures only")
     args = parser.parse_args()
     try:
         batching = [(int(b), int(d)) for b, d in (pair.split(":") for pair in args.batching.split(","))]
@@ -137,9 +147,10 @@ def main() -> int:
           f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         run = args.run or train_small_run(Path(tmp))
-        model_only(run, args.repeats)
+        if not args.skip_model:
+            model_only(run, args.repeats)
         if not args.skip_e2e:
-            end_to_end(run, Path(tmp), args.requests, args.seconds, batching)
+            end_to_end(run, Path(tmp), args.requests, args.seconds, batching, args.warmup, args.jvm_options or [""])
     return 0
 
 

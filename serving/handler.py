@@ -1,10 +1,10 @@
 """TorchServe handler: a thin adapter from TorchServe's batches to `serving.service.Recommender`.
 
 ``initialize`` loads the export folder TorchServe unpacked from the ``.mar`` (TorchScript + JSON id map, no
-pickles); ``preprocess`` validates each request of the batch and answers a bad one with 400 and the reason
-(`context.set_response_status(400, reason, idx)`), so the rest of the batch is still served; ``inference``
-scores the valid ones in one batched call under `torch.inference_mode`; ``postprocess`` returns one plain dict
-per request. TorchServe allows one class per handler file.
+pickles) and warms the model up before the worker takes traffic; ``preprocess`` validates each request of the
+batch and answers a bad one with 400 and the reason (`context.set_response_status(400, reason, idx)`), so the
+rest of the batch is still served; ``inference`` scores the valid ones in one batched call under
+`torch.inference_mode`; ``postprocess`` returns one plain dict per request. TorchServe allows one class per handler file.
 """
 
 import fbgemm_gpu  # noqa: F401  (must precede anything that loads TorchRec/fbgemm TorchScript ops)
@@ -20,6 +20,8 @@ class SeqrecHandler(BaseHandler):
     def initialize(self, context) -> None:
         self.manifest = context.manifest
         self.service = Recommender.load(context.system_properties["model_dir"])
+        # Before the worker reports READY: TorchScript's first (profiling) calls must not land on real requests.
+        self.service.warm_up(int(context.system_properties.get("batch_size") or 1))
         self.initialized = True
 
     def preprocess(self, data: list) -> list:

@@ -48,6 +48,7 @@ class ServerConfig:
         port, management_port, metrics_port: loopback ports of the three APIs.
         workers: worker processes (default: CPU cores).
         model_name: the name requests use in ``/predictions/<name>``.
+        jvm_options: extra options for the Java frontend (``vmargs``); empty keeps TorchServe's.
     """
 
     archive: Path
@@ -57,6 +58,7 @@ class ServerConfig:
     metrics_port: int = 8082
     workers: int | None = None
     model_name: str = MODEL_NAME
+    jvm_options: str = ""
 
     @property
     def folder(self) -> Path:
@@ -92,6 +94,8 @@ def config_properties(cfg: ServerConfig) -> str:
         "disable_system_metrics": "true",
         "job_queue_size": "256",
     }
+    if cfg.jvm_options:
+        lines["vmargs"] = cfg.jvm_options
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 
 

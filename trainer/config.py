@@ -107,7 +107,9 @@ class TrainerConfig:
     checkpoint_every: int = 0  # steps; 0 = only at epoch ends, the end, and on SIGTERM
     keep_checkpoints: int = 2
     pipeline: bool = True  # TorchRec TrainPipelineSparseDist; false = plain loop
-    sharding: str = "auto"  # auto | table_wise | row_wise | column_wise
+    # auto | table_wise | row_wise | column_wise: FBGEMM-fused tables; replicated: tables unsharded under DDP,
+    # dense gradients and the dense AdamW (torch Adam on a table, which FBGEMM's CPU kernels lack)
+    sharding: str = "auto"
     bf16: bool = False
     resume: bool = False
     init_from: str | None = None  # run folder or checkpoint to fine-tune from (weights only)
@@ -207,7 +209,7 @@ def validate(cfg: TrainConfig) -> None:
             "optim.accumulate > 1 is not supported with trainer.pipeline=true (the pipeline steps every batch); "
             "set trainer.pipeline=false",
         ),
-        (t.sharding in ("auto", "table_wise", "row_wise", "column_wise"), "trainer.sharding is unknown"),
+        (t.sharding in ("auto", "table_wise", "row_wise", "column_wise", "replicated"), "trainer.sharding is unknown"),
         (t.eval_split in ("valid", "test"), "trainer.eval_split must be valid or test"),
         (not (t.resume and t.init_from), "trainer.resume and trainer.init_from exclude each other; set one"),
         (

@@ -21,7 +21,7 @@ from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
 from torchrec.distributed.planner.types import ParameterConstraints
-from torchrec.distributed.types import ShardingEnv, ShardingType
+from torchrec.distributed.types import ShardingEnv, ShardingPlan, ShardingType
 from torchrec.modules.embedding_modules import EmbeddingCollection
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 
@@ -112,6 +112,20 @@ def shard_model(
 
     Tables are updated by FBGEMM's fused optimizer inside backward (no dense gradients for tables).
     """
+    if sharding == "replicated":
+        # No table is sharded: DMP wraps the whole model in DDP, tables get dense gradients and the dense AdamW.
+        # DMP would initialise meta parameters with each leaf's own reset_parameters (N(0, 1) for nn.Embedding),
+        # so the model initialises itself first.
+        if any(p.is_meta for p in model.parameters()):
+            model.to_empty(device=env.device)
+            model.reset_parameters()
+        return DistributedModelParallel(
+            model,
+            env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
+            device=env.device,
+            plan=ShardingPlan(plan={}),
+            sharders=[],
+        )
     if optim.sparse_optimizer == "adam" and env.device.type != "cuda":
         raise ConfigError(
             "optim.sparse_optimizer=adam needs a GPU (FBGEMM's CPU tables support adagrad, rowwise_adagrad, sgd); "

@@ -77,7 +77,7 @@ class Trainer:
         self.base_lrs = base_lrs(self.optimizer)
         self.pipeline = (
             TrainPipelineSparseDist(self.model, self.optimizer, env.device, custom_model_fwd=self._forward)
-            if cfg.trainer.pipeline
+            if cfg.trainer.pipeline and self.model.plan.plan  # nothing to overlap when no table is sharded
             else None
         )
         self.step = 0  # optimizer steps taken

@@ -134,3 +134,21 @@ def test_bad_exports_fail_cleanly(run_dir: Path, exported: dict, tmp_path: Path)
     with pytest.raises(ConfigError, match="already exists"):
         export_run(ExportConfig(run=run_dir, output=Path(exported["output"]), evaluate=False))
     assert not [p for p in Path(exported["output"]).parent.iterdir() if ".tmp-" in p.name]
+
+
+@pytest.mark.parametrize("groups", [[], ["attention", "ffn"]])
+def test_batch_dependence_only_from_dynamic_int8_and_small(run_dir: Path, groups: list[str]) -> None:
+    """Dynamic INT8 quantizes activations with one scale per batch tensor, so co-batched requests move each
+    other's scores a little; with fp32 dense compute (INT8 tables are per row) a request's scores are its own."""
+    trained = load_trained(run_dir)
+    n = trained.model.config.num_items
+    model = script(build_variant(trained.model, True, groups, int8_storage=not groups)[0])
+    history = _valid_batch(trained.cfg).sparse["history"]
+    together = _full_scores(model, history.values(), history.lengths(), n)
+    alone = torch.cat([_full_scores(model, h, h.new_tensor([len(h)]), n)
+                       for h in torch.split(history.values(), history.lengths().tolist())])
+    if not groups:
+        torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+    else:
+        drift = (together - alone).abs().amax(dim=1) / alone.abs().amax(dim=1)
+        assert 0 < float(drift.max()) < 0.05

@@ -26,7 +26,7 @@ class FakeContext:
     """The parts of `ts.context.Context` a handler touches."""
 
     def __init__(self, model_dir: Path) -> None:
-        self.system_properties = {"model_dir": str(model_dir), "gpu_id": None}
+        self.system_properties = {"model_dir": str(model_dir), "gpu_id": None, "batch_size": 4}
         self.manifest = {"model": {"modelName": "seqrec"}}
         self.metrics = FakeMetrics()
         self.statuses: dict[int, tuple[int, str]] = {}
@@ -42,7 +42,9 @@ class FakeContext:
 def export_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("handler_run")
     result = run_training(load_config(train_overrides(tiny_dataset, out, "trainer.run_id=h", "trainer.test_at_end=false")))
-    meta = export_run(ExportConfig(run=Path(result["run_dir"]), output=out / "export", evaluate=False))
+    # INT8 tables, fp32 dense compute: a request's answer must not depend on what it is batched with. (Dynamic
+    # INT8 linears quantize activations per batch tensor; tests/serving/test_export.py bounds that effect.)
+    meta = export_run(ExportConfig(run=Path(result["run_dir"]), output=out / "export", evaluate=False, dense="fp32"))
     return Path(meta["output"])
 
 
@@ -125,3 +127,20 @@ def test_k_larger_than_unseen_items_returns_only_finite_scores(handler, export_d
     out = h.handle([{"body": {"history": ids[:-5], "k": len(ids), "exclude_seen": True}}], context)[0]
     assert sorted(out["items"]) == sorted(ids[-5:])
     assert all(np.isfinite(out["scores"]))
+
+
+def test_warm_up_calls_the_model_at_batch_one_and_the_server_batch_size(export_dir: Path) -> None:
+    from serving.service import Recommender
+
+    service = Recommender.load(export_dir)
+    scripted, batches = service.model, []
+
+    def spy(history, lengths, k, exclude_seen):
+        batches.append(int(lengths.numel()))
+        return scripted(history, lengths, k, exclude_seen)
+
+    service.model = spy
+    service.warm_up(4, calls=2)
+    assert batches == [1, 1, 4, 4]
+    service.warm_up(1, calls=1)
+    assert batches[4:] == [1]

@@ -4,6 +4,7 @@ exact resume, fine-tuning, SIGTERM checkpointing and clear errors for bad input.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -136,3 +137,25 @@ def test_final_metrics_come_from_the_best_validation_checkpoint(tiny_dataset: Pa
     assert checkpoint.latest_checkpoint(run) == checkpoint.checkpoint_dir(run, results["steps"])
     # The final valid metrics are the best checkpoint's own (deterministic evaluation), not the last model's.
     assert results["valid"]["ndcg@10"] == pytest.approx(best["ndcg@10"], abs=1e-9)
+
+
+def test_replicated_tables_learn_with_dense_adamw_resume_exactly_and_export(tiny_dataset: Path, tmp_path: Path) -> None:
+    from serving.export import ExportConfig, export_run
+
+    rep = ("trainer.sharding=replicated", "trainer.test_at_end=false", "optim.lr=0.01")
+    straight = _train(tiny_dataset, tmp_path, "trainer.run_id=rs", "trainer.max_steps=24", *rep)
+    losses = straight["train_losses"]
+    assert losses[0] == pytest.approx(math.log(_num_items(tiny_dataset)), rel=0.15)  # initialised, not N(0, 1)
+    assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5, "loss did not decrease"
+    _train(tiny_dataset, tmp_path, "trainer.run_id=rr", "trainer.max_steps=13", *rep)
+    resumed = _train(tiny_dataset, tmp_path, "trainer.run_id=rr", "trainer.max_steps=24", "trainer.resume=true", *rep)
+    assert resumed["train_losses"] == pytest.approx(losses, rel=1e-5, abs=1e-6)
+    meta = export_run(ExportConfig(run=Path(straight["run_dir"]), output=tmp_path / "export", dense="fp32"))
+    best = max(h["ndcg@10"] for h in straight["history"])
+    assert meta["metrics"]["fp32_ndcg@10"] == pytest.approx(best, rel=1e-6)
+
+
+def _num_items(dataset: Path) -> int:
+    from trainer.data.schema import read_manifest
+
+    return read_manifest(dataset).num_items
