@@ -80,7 +80,7 @@ def _client(url: str, key: str, body: bytes, timeout: float) -> float:
 
 
 def end_to_end(run: Path, work: Path, requests: int, seconds: float, batching: list[tuple[int, int]],
-               warmup: int = 32, jvm_options: tuple[str, ...] = ("",)) -> None:
+               warmup: int = 32, jvm_options: tuple[str | None, ...] = (None,)) -> None:
     from serving.archive import build_archive
     from serving.export import ExportConfig, export_run
 
@@ -92,21 +92,22 @@ def end_to_end(run: Path, work: Path, requests: int, seconds: float, batching: l
 
 
 def serve_and_measure(archive: Path, export: Path, requests: int, seconds: float, batch_size: int,
-                      delay_ms: int, warmup: int = 32, jvm_options: str = "") -> None:
-    from serving.serve import ServerConfig, read_keys, start, stop
+                      delay_ms: int, warmup: int = 32, jvm_options: str | None = None) -> None:
+    from serving.serve import DEFAULT_JVM_OPTIONS, ServerConfig, read_keys, start, stop
     from trainer.distributed import free_port
 
     ids = json.loads((export / "id_map.json").read_text())["raw_ids"]
     cfg = ServerConfig(archive=archive, port=free_port(), management_port=free_port(), metrics_port=free_port(),
-                       jvm_options=jvm_options)
+                       jvm_options=DEFAULT_JVM_OPTIONS if jvm_options is None else jvm_options)
     rng = np.random.default_rng(0)
     bodies = [json.dumps({"history": [ids[i] for i in rng.integers(0, len(ids), 200)], "k": 10}).encode()
               for _ in range(64)]
     try:
         start(cfg, timeout_s=180)
         key, url = read_keys(cfg.folder)["inference"], f"{cfg.url}/predictions/{cfg.model_name}"
+        shown = cfg.jvm_options or "TorchServe's own"
         print(f"\nend to end via TorchServe (batchSize {batch_size}, maxBatchDelay {delay_ms} ms, "
-              f"{os.cpu_count()} workers, JVM options {jvm_options or 'default'!r}), history length 200 (ms)")
+              f"{os.cpu_count()} workers, JVM options {shown!r}), history length 200 (ms)")
         print(f"{'clients':>8}{'requests':>10}{'p50':>9}{'p99':>9}{'req/s':>9}")
         for clients in (1, 8, 32):
             deadline, latencies = time.monotonic() + seconds, []
@@ -135,7 +136,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=32,
                         help="untimed end-to-end requests before each concurrency level")
     parser.add_argument("--jvm-options", action="append", default=None, metavar="OPTS",
-                        help="Java options for TorchServe's frontend (repeat to compare; '' = TorchServe's own)")
+                        help="Java options for TorchServe's frontend (repeat to compare; '' = TorchServe's own; "
+                             "default: seqrec serve's)")
     parser.add_argument("--skip-e2e", action="store_true", help="model-only figures only")
     parser.add_argument("--skip-model", action="store_true", help="end-to-end figures only")
     args = parser.parse_args()
@@ -150,7 +152,7 @@ def main() -> int:
         if not args.skip_model:
             model_only(run, args.repeats)
         if not args.skip_e2e:
-            end_to_end(run, Path(tmp), args.requests, args.seconds, batching, args.warmup, args.jvm_options or [""])
+            end_to_end(run, Path(tmp), args.requests, args.seconds, batching, args.warmup, args.jvm_options or [None])
     return 0
 
 

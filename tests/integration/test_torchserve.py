@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from serving.export import ExportConfig, export_run
-from serving.serve import ServerConfig, read_keys, start, stop
+from serving.serve import DEFAULT_JVM_OPTIONS, ServerConfig, read_keys, start, stop
 from tests.conftest import train_overrides
 from trainer.config import load_config
 from trainer.distributed import free_port
@@ -81,6 +81,9 @@ def test_config_is_locked_down(server: dict) -> None:
     for key in ("inference_address", "management_address", "metrics_address"):
         assert f"{key}=http://127.0.0.1:" in text
     assert "enable_model_api=false" in text and "disable_token_authorization=false" in text
+    # The lean Java frontend options reached the JVM launch (TorchServe echoes non-default ones).
+    assert f"vmargs={DEFAULT_JVM_OPTIONS}" in text
+    assert DEFAULT_JVM_OPTIONS in (server["cfg"].folder / "logs" / "torchserve.out").read_text()
     # Registering a model through the management API is refused even with the management key.
     request = urllib.request.Request(
         f"{server['cfg'].management_url}/models?url=http://127.0.0.1:1/x.mar", method="POST",
