@@ -43,6 +43,9 @@ class DataConfig:
     negatives: str = "auto"
     num_negatives: int = 1
     popularity_alpha: float = 1.0
+    # Training window of a user with more than max_len + 1 train items: "last" (the most recent ones, as SASRec)
+    # or "random" (a uniformly placed window each epoch, so older items are trained on too)
+    window: str = "last"
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -128,6 +128,7 @@ class Trainer:
             negatives=resolve_negatives(self.cfg) if split == "train" else "none",
             num_negatives=d.num_negatives,
             popularity_alpha=d.popularity_alpha,
+            window=d.window,
             num_workers=d.num_workers,
         )
         return build_loader(d.path, config, self.env.rank, self.env.world_size)

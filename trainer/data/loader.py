@@ -3,7 +3,9 @@
 Examples (one per user and split; ``L = max_len``; a user without one is skipped and counted in ``num_skipped``):
 
 * ``split="train", kind="causal"``: ``seq = items[:train_end][-(L + 1):]``, history ``seq[:-1]``, target
-  ``seq[1:]`` (the next item at every position). Needs ``train_end >= 2``.
+  ``seq[1:]`` (the next item at every position). Needs ``train_end >= 2``. With ``window="random"`` a user with
+  more than ``L + 1`` train items gets, each epoch, ``L + 1`` consecutive train items starting at a uniformly
+  drawn position instead of the last ones, so over the epochs training sees their older items too.
 * ``kind="last"``: history = the last ``L`` items before the cut, target = the items after it: train cuts at
   ``train_end - 1`` (target = last train item), valid at ``train_end`` (targets ``items[train_end:valid_end]``),
   test at ``valid_end`` (targets ``items[valid_end:]``). Needs a non-empty history and at least one target.
@@ -14,7 +16,8 @@ Examples (one per user and split; ``L = max_len``; a user without one is skipped
 Exactly once: row groups of ``sequences.parquet`` are partitioned across ranks (balanced by example count, the
 same answer on every rank), then each rank's row groups across its loader workers, so per epoch every user's
 example is produced by exactly one (rank, worker) exactly once. For causal training it covers every train target
-inside the window: positions ``max(1, train_end - L) .. train_end - 1``; older positions are truncated away.
+inside the window: positions ``max(1, train_end - L) .. train_end - 1``; older positions are truncated away
+(``window="last"``) or reached in other epochs (``window="random"``).
 
 Even batches: each process computes every rank's and worker's example count from the Parquet metadata and the
 ``train_end``/``valid_end`` columns (no communication). Every rank yields the same number K of batches (the
@@ -52,6 +55,7 @@ from trainer.data.schema import ACTIONS_FIELD, SEQUENCE_SCHEMA, SEQUENCES, read_
 from trainer.errors import ConfigError, DataError
 
 SPLITS = ("train", "valid", "test")
+WINDOWS = ("last", "random")
 KEYS = ["history", "target", "negatives"]
 
 
@@ -71,6 +75,7 @@ class LoaderConfig:
         num_negatives: sampled negatives per example (uniform / popularity, kinds causal and last).
         popularity_alpha: popularity negatives are drawn with probability ``∝ popularity ** alpha``.
         ranker_negatives: negative candidates per positive for ``kind="ranker"`` (uniform / popularity).
+        window: ``"last"`` | ``"random"``: which ``max_len + 1`` train items a long causal example takes.
         num_workers: DataLoader worker processes; the dataset plans its shards for exactly this many.
         even_batches: every rank yields the same number of batches (needed for distributed training).
     """
@@ -86,6 +91,7 @@ class LoaderConfig:
     num_negatives: int = 128
     popularity_alpha: float = 1.0
     ranker_negatives: int = 1
+    window: str = "last"
     num_workers: int = 0
     even_batches: bool = True
 
@@ -96,7 +102,8 @@ class LoaderConfig:
         for key in ("seed", "num_workers"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"loader.{key} must be >= 0, got {getattr(self, key)}")
-        for key, allowed in (("kind", KINDS), ("split", SPLITS), ("negatives", sampling.NEGATIVES)):
+        for key, allowed in (("kind", KINDS), ("split", SPLITS), ("negatives", sampling.NEGATIVES),
+                             ("window", WINDOWS)):
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"loader.{key} must be one of {allowed}, got {getattr(self, key)!r}")
         if self.kind == "causal" and self.split != "train":
@@ -205,6 +212,15 @@ def _positions(train_end: np.ndarray, valid_end: np.ndarray, n: np.ndarray | Non
         cut, tgt_hi = ve, n.astype(np.int64)
         has = (ve >= 1) & (tgt_hi > ve)
     return has, np.maximum(cut - config.max_len, 0), cut, cut, tgt_hi
+
+
+def _random_window(train_end: np.ndarray, max_len: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Causal positions (hist_lo, hist_hi, tgt_lo, tgt_hi) of ``max_len + 1`` consecutive train items starting at a
+    uniform position in ``0 .. train_end - (max_len + 1)``; shorter users keep their whole train sequence."""
+    te = train_end.astype(np.int64)
+    lo = rng.integers(0, np.maximum(te - (max_len + 1), 0) + 1)
+    hi = np.minimum(lo + max_len + 1, te)
+    return lo, hi - 1, lo + 1, hi
 
 
 def _check_split_columns(train_end: np.ndarray, valid_end: np.ndarray, n: np.ndarray | None, path: Path,
@@ -469,6 +485,9 @@ class SequenceDataset(IterableDataset):
         lengths = np.diff(item_off)
         _check_split_columns(te, ve, lengths, self.path, int(self._first_row[row_group]))
         has, hist_lo, hist_hi, tgt_lo, tgt_hi = _positions(te, ve, lengths, self.config)
+        if self.config.kind == "causal" and self.config.window == "random":
+            rng = sampling.batch_rng(self.config.seed, epoch, self.rank, worker, sampling.STREAM_WINDOW, row_group)
+            hist_lo, hist_hi, tgt_lo, tgt_hi = _random_window(te, self.config.max_len, rng)
         rows = np.flatnonzero(has)
         if len(rows) != count:
             raise DataError(f"row group {row_group} has {len(rows)} examples, planned {count} (file replaced?)",

@@ -34,6 +34,7 @@ STREAM_ROW_GROUP_ORDER = 0
 STREAM_ROW_PERMUTATION = 1
 STREAM_BATCH_ORDER = 2
 STREAM_NEGATIVES = 3
+STREAM_WINDOW = 4
 
 
 def batch_rng(seed: int, epoch: int, rank: int, worker: int, stream: int, index: int) -> np.random.Generator:

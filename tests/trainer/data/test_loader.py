@@ -329,3 +329,38 @@ def test_full_epoch_on_a_larger_dataset(tmp_path: Path) -> None:
     loader = build_loader(folder, LoaderConfig(batch_size=256, max_len=200, negatives="uniform", num_negatives=64))
     sequences = sum(batch.size for batch in loader)
     assert sequences == int((np.maximum(lengths - 2, 0) >= 2).sum())
+
+
+def _windows(dataset: Path, epoch: int, **settings) -> dict[int, tuple[tuple[int, ...], tuple[int, ...]]]:
+    ds = SequenceDataset(dataset, LoaderConfig(batch_size=16, max_len=7, window="random", **settings))
+    ds.set_epoch(epoch)
+    return {user: (h, t) for batch in ds for user, h, t in split_batch(batch)}
+
+
+def test_random_window_takes_consecutive_train_items_and_moves_with_the_epoch(dataset: Path) -> None:
+    data = read_sequences(dataset)
+    trains = {u: items[:te] for u, items, te in zip(data["user_idx"], data["items"], data["train_end"])}
+    last = expected_examples(dataset, LoaderConfig(batch_size=16, max_len=7))
+    epochs = [_windows(dataset, epoch) for epoch in range(4)]
+    assert epochs[0] == _windows(dataset, 0)  # a function of (seed, epoch): resume rebuilds it
+    assert all(set(e) == set(last) for e in epochs)  # the same users, one example each
+    starts: dict[int, set[int]] = collections.defaultdict(set)
+    for examples in epochs:
+        for user, (history, targets) in examples.items():
+            train = trains[user]
+            if len(train) <= 8:  # short users: their whole train sequence, as with window="last"
+                assert (history, targets) == last[user]
+                continue
+            assert len(history) == len(targets) == 7 and history[1:] == targets[:-1]
+            seq = history + targets[-1:]  # 8 consecutive train items, ending anywhere
+            found = [s for s in range(len(train) - 7) if tuple(train[s:s + 8]) == seq]
+            assert found, f"user {user}: window is not a run of train items"
+            starts[user].add(found[0])
+    long = [u for u in starts if len(trains[u]) > 20]
+    assert long and sum(len(starts[u]) > 1 for u in long) > len(long) / 2  # windows move between epochs
+    assert any(min(starts[u]) < len(trains[u]) - 8 for u in long)  # older items are reached
+
+
+def test_window_must_be_known() -> None:
+    with pytest.raises(ConfigError, match="loader.window"):
+        LoaderConfig(window="oldest")
