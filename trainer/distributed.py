@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import os
 import socket
 
@@ -27,6 +28,8 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 
 from trainer.config import OptimConfig
 from trainer.errors import ConfigError
+
+log = logging.getLogger("seqrec.distributed")
 
 SPARSE_OPTIMIZERS = {
     "adam": EmbOptimType.ADAM,  # FBGEMM implements it for GPU tables only
@@ -110,26 +113,44 @@ def shard_model(
 ) -> DistributedModelParallel:
     """Shard every EmbeddingCollection of ``model`` (built on ``meta``) across ranks; dense layers go under DDP.
 
-    Tables are updated by FBGEMM's fused optimizer inside backward (no dense gradients for tables).
+    Tables are updated by FBGEMM's fused optimizer inside backward (no dense gradients for tables). With
+    ``sharding="replicated"`` no table is sharded: DMP wraps the whole model in DDP, so tables get dense
+    (all-reduced) gradients and the dense AdamW of `build_optimizer`.
     """
     if sharding == "replicated":
-        # No table is sharded: DMP wraps the whole model in DDP, tables get dense gradients and the dense AdamW.
         # DMP would initialise meta parameters with each leaf's own reset_parameters (N(0, 1) for nn.Embedding),
         # so the model initialises itself first.
         if any(p.is_meta for p in model.parameters()):
             model.to_empty(device=env.device)
             model.reset_parameters()
-        return DistributedModelParallel(
-            model,
-            env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
-            device=env.device,
-            plan=ShardingPlan(plan={}),
-            sharders=[],
+        if env.rank == 0:
+            log.info("trainer.sharding=replicated: tables unsharded, updated by the dense AdamW "
+                     "(optim.sparse_optimizer and optim.sparse_lr are not used)")
+        plan, sharders = ShardingPlan(plan={}), []
+    else:
+        sharder = EmbeddingCollectionSharder(fused_params=_fused_params(optim, env))
+        planner = EmbeddingShardingPlanner(
+            topology=Topology(world_size=env.world_size, compute_device=env.device.type),
+            batch_size=batch_size,
+            constraints=_constraints(model, sharding, env.device),
+            debug=False,
         )
+        plan, sharders = planner.collective_plan(model, [sharder], dist.GroupMember.WORLD), [sharder]
+    return DistributedModelParallel(
+        model,
+        env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
+        device=env.device,
+        plan=plan,
+        sharders=sharders,
+    )
+
+
+def _fused_params(optim: OptimConfig, env: DistEnv) -> dict:
+    """FBGEMM fused-optimizer settings of the sharded tables."""
     if optim.sparse_optimizer == "adam" and env.device.type != "cuda":
         raise ConfigError(
             "optim.sparse_optimizer=adam needs a GPU (FBGEMM's CPU tables support adagrad, rowwise_adagrad, sgd); "
-            "set optim.sparse_optimizer=rowwise_adagrad"
+            "set optim.sparse_optimizer=rowwise_adagrad, or trainer.sharding=replicated for a dense AdamW"
         )
     fused_params = {
         "optimizer": SPARSE_OPTIMIZERS[optim.sparse_optimizer],
@@ -137,22 +158,7 @@ def shard_model(
     }
     if optim.sparse_optimizer == "adam":
         fused_params.update(beta1=optim.betas[0], beta2=optim.betas[1], eps=1e-8)
-    sharder = EmbeddingCollectionSharder(fused_params=fused_params)
-    topology = Topology(world_size=env.world_size, compute_device=env.device.type)
-    planner = EmbeddingShardingPlanner(
-        topology=topology,
-        batch_size=batch_size,
-        constraints=_constraints(model, sharding, env.device),
-        debug=False,
-    )
-    plan = planner.collective_plan(model, [sharder], dist.GroupMember.WORLD)
-    return DistributedModelParallel(
-        model,
-        env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
-        device=env.device,
-        plan=plan,
-        sharders=[sharder],
-    )
+    return fused_params
 
 
 class _ClippedAdamW(KeyedOptimizerWrapper):
