@@ -4,7 +4,8 @@
 pickles) and warms the model up before the worker takes traffic; ``preprocess`` validates each request of the
 batch and answers a bad one with 400 and the reason (`context.set_response_status(400, reason, idx)`), so the
 rest of the batch is still served; ``inference`` scores the valid ones in one batched call under
-`torch.inference_mode`; ``postprocess`` returns one plain dict per request. TorchServe allows one class per handler file.
+`torch.inference_mode`; ``postprocess`` returns one plain dict per request. TorchServe allows one class per
+handler file.
 """
 
 import fbgemm_gpu  # noqa: F401  (must precede anything that loads TorchRec/fbgemm TorchScript ops)
