@@ -20,8 +20,11 @@ PY=${PYTHON:-python3}
 if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)'; then
   echo "setup.sh: Python >= 3.10 is required ($("$PY" --version 2>&1))" >&2; exit 1
 fi
-if ! command -v java >/dev/null 2>&1; then
-  echo "setup.sh: warning: Java 11+ not found; TorchServe needs it (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)" >&2
+# TorchServe's frontend is Java: 17 is what TorchServe 0.12 is built and tested with. Training does not need it.
+JAVA_MAJOR=$(java -version 2>&1 | sed -nE '1s/.*version "([0-9]+).*/\1/p') || JAVA_MAJOR=""
+if [ -z "$JAVA_MAJOR" ] || [ "$JAVA_MAJOR" -lt 17 ]; then
+  echo "setup.sh: warning: Java 17 not found (java: ${JAVA_MAJOR:-none}); TorchServe (seqrec serve) needs it." \
+       "Debian/Ubuntu: apt-get install openjdk-17-jre-headless" >&2
 fi
 
 # (Re)create the venv when missing or broken (e.g. an interrupted earlier run left it without pip).
