@@ -188,12 +188,13 @@ def evaluate_variant(module: TopKRecommender, cfg: Any, split: str = "valid") ->
 def model_latency(
     model: Any, num_items: int, batch: int, length: int, repeats: int = 30, k: int = 10, seed: int = 0
 ) -> dict[str, float]:
-    """p50/p99 (ms) of one call of a (scripted) `TopKRecommender` on random histories of ``length`` items."""
+    """p50/p99 (ms) of one call of a (scripted) `TopKRecommender` on random histories of ``length`` items, with
+    the intra-op thread count of a serving worker."""
     generator = torch.Generator().manual_seed(seed)
     history = torch.randint(1, num_items + 1, (batch * length,), generator=generator)
     lengths = torch.full((batch,), length, dtype=torch.int64)
     times = []
-    with torch.inference_mode():
+    with torch.inference_mode(), quantize.intra_op_threads(quantize.SERVING_THREADS):
         for i in range(repeats + 3):
             start = time.perf_counter()
             model(history, lengths, k, True)
@@ -271,6 +272,7 @@ def export_run(config: ExportConfig) -> dict[str, Any]:
             name: {f"b{b}_l{cfg.data.max_len}": model_latency(m, num_items, b, cfg.data.max_len) for b in (1, 32)}
             for name, m in (("fp32", fp32_scripted), ("exported", scripted))
         }
+        meta["latency_threads"] = quantize.SERVING_THREADS  # as a serving worker runs it
         if config.evaluate:
             meta["metrics"] = _metrics(fp32, variant, cfg)
         write_id_map(cfg.data.path, tmp, num_items)
@@ -324,8 +326,8 @@ def _summary(meta: dict[str, Any]) -> str:
     ]
     for key in meta["latency"]["fp32"]:
         a, b = meta["latency"]["fp32"][key], meta["latency"]["exported"][key]
-        lines.append(f"  latency {key}: fp32 p50 {a['p50_ms']:.2f} ms, exported p50 {b['p50_ms']:.2f} ms "
-                     f"({a['p50_ms'] / b['p50_ms']:.2f}x)")
+        lines.append(f"  latency {key} ({meta['latency_threads']} thread): fp32 p50 {a['p50_ms']:.2f} ms, "
+                     f"exported p50 {b['p50_ms']:.2f} ms ({a['p50_ms'] / b['p50_ms']:.2f}x)")
     if "metrics" in meta:
         m = meta["metrics"]
         lines.append(f"  NDCG@10 (valid): fp32 {m['fp32_ndcg@10']:.4f}, exported {m['exported_ndcg@10']:.4f} "

@@ -18,10 +18,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -114,6 +115,22 @@ def store_int8(blocks: nn.Module, groups: Iterable[str]) -> nn.Module:
     return blocks
 
 
+SERVING_THREADS = 1  # intra-op threads of a serving worker (`seqrec serve`: one worker per core, one thread each)
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """Time with ``n`` intra-op threads, as served. Besides matching the server, this keeps timings sane on a busy
+    machine: with 2 OpenMP threads on 2 loaded cores, dynamic INT8 linears were measured at 120 ms per call
+    instead of 0.6 ms (threads waiting for each other at every kernel), fp32 ones barely slowed."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _median_ms(fn, example: torch.Tensor, repeats: int) -> float:
     with torch.inference_mode():
         fn(example)  # warm-up (weight packing, allocator)
@@ -137,13 +154,15 @@ def _run_blocks(blocks: nn.Module):
 def time_dense_groups(
     blocks: nn.ModuleList, example: torch.Tensor, repeats: int = 20
 ) -> dict[str, dict[str, float]]:
-    """Median latency (ms) of the blocks on ``example (B, L, D)``: fp32, and with each group in INT8 alone."""
-    base = _median_ms(_run_blocks(blocks), example, repeats)
-    timings = {"fp32": {"ms": base}}
-    for group in DENSE_GROUPS:
-        trial = quantize_dense(copy.deepcopy(blocks), [group])
-        ms = _median_ms(_run_blocks(trial), example, repeats)
-        timings[group] = {"ms": ms, "speedup": base / ms}
+    """Median latency (ms) of the blocks on ``example (B, L, D)`` with the serving thread count: fp32, and with
+    each group in INT8 alone."""
+    with intra_op_threads(SERVING_THREADS):
+        base = _median_ms(_run_blocks(blocks), example, repeats)
+        timings = {"fp32": {"ms": base}}
+        for group in DENSE_GROUPS:
+            trial = quantize_dense(copy.deepcopy(blocks), [group])
+            ms = _median_ms(_run_blocks(trial), example, repeats)
+            timings[group] = {"ms": ms, "speedup": base / ms}
     return timings
 
 

@@ -1,6 +1,7 @@
 """INT8 storage of dense weights: error bounds, in-place replacement, and that scripting keeps them INT8."""
 
 # No `from __future__ import annotations`: FX and TorchScript read the annotations of `Wrapper.forward`.
+import pytest
 import torch
 from torch import nn
 
@@ -50,3 +51,13 @@ def test_scripted_int8_weights_are_stored_as_int8() -> None:
     stored = [t for t in [*scripted.buffers(), *scripted.parameters()] if t.dtype == torch.float32 and t.numel() > 1000]
     assert not stored, "a dequantized fp32 copy was folded into the scripted module"
     assert quantize.tensor_bytes(module) < 100 * 64 + 64 * 64 + 2000
+
+
+def test_timings_run_with_the_serving_thread_count_and_restore_it() -> None:
+    before = torch.get_num_threads()
+    with quantize.intra_op_threads(quantize.SERVING_THREADS):
+        assert torch.get_num_threads() == quantize.SERVING_THREADS
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), quantize.intra_op_threads(quantize.SERVING_THREADS):
+        raise RuntimeError("timing failed")
+    assert torch.get_num_threads() == before
