@@ -7,9 +7,8 @@
   ``ffn``: feed-forward). Dynamic INT8 pays a per-call activation quantization, which at small widths costs more
   than it saves, so `choose_dense_groups` times each group on a representative input and keeps fp32 *compute*
   where INT8 is not faster. Those groups can still be *stored* in INT8 (`store_int8`: per-output-channel
-  symmetric weights, dequantized at each call), so the artefact shrinks without the slower kernels. The
-  dequantization is small next to the matmuls but not free: ~0.1 ms of a ~1.5 ms batch-1 call at ML-1M size
-  (profiled, docs/benchmarks.md).
+  symmetric weights, dequantized once when the module is built or loaded), so the artefact shrinks without the
+  slower kernels.
 * Positions: the position table is stored the same way (`Int8Rows`, one scale per row).
 * Pruning: unstructured magnitude pruning (zero the smallest ``|w|`` of each tensor), per layer type ``linear``
   (the blocks' linear weights) and ``embedding`` (the item table). Zeros do not shrink a dense artefact; the
@@ -69,7 +68,12 @@ def quantize_dense(blocks: nn.Module, groups: Iterable[str]) -> nn.Module:
 
 class Int8Rows(nn.Module):
     """A ``(R, C)`` fp32 matrix stored as INT8 with one symmetric fp32 scale per row; ``forward()`` returns it
-    dequantized. Max abs error per entry: half a quantization step, ``max|row| / 254``."""
+    dequantized. Max abs error per entry: half a quantization step, ``max|row| / 254``.
+
+    The fp32 copy is made once (at construction and when TorchScript loads the module: ``__setstate__``), not on
+    every call, and is never saved (``__getstate__`` holds only the INT8 values and scales): the file stays INT8,
+    a call costs what an fp32 weight costs (per-call dequantization was ~0.4 ms of a 1.4 ms batch-1 call).
+    """
 
     def __init__(self, matrix: torch.Tensor) -> None:
         super().__init__()
@@ -77,9 +81,25 @@ class Int8Rows(nn.Module):
         scale = matrix.abs().amax(dim=1).clamp(min=1e-12) / 127.0
         self.register_buffer("values", torch.round(matrix / scale[:, None]).clamp(-127, 127).to(torch.int8))
         self.register_buffer("scale", scale)
+        self.dequantized = self.values.to(torch.float32) * self.scale[:, None]  # not a buffer: never saved
 
     def forward(self) -> torch.Tensor:
-        return self.values.to(torch.float32) * self.scale[:, None]
+        return self.dequantized
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        return self.values, self.scale, self.training
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, torch.Tensor, bool]) -> None:
+        if not torch.jit.is_scripting():  # copy/pickle in Python: the new object has no module state yet
+            nn.Module.__init__(self)
+            self.register_buffer("values", state[0])
+            self.register_buffer("scale", state[1])
+        else:
+            self.values, self.scale = state[0], state[1]
+        self.training = state[2]
+        self.dequantized = self.values.to(torch.float32) * self.scale[:, None]
 
 
 class Int8StoredLinear(nn.Module):

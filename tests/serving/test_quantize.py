@@ -61,3 +61,22 @@ def test_timings_run_with_the_serving_thread_count_and_restore_it() -> None:
     with pytest.raises(RuntimeError), quantize.intra_op_threads(quantize.SERVING_THREADS):
         raise RuntimeError("timing failed")
     assert torch.get_num_threads() == before
+
+
+def test_dequantized_copy_is_made_once_and_never_saved() -> None:
+    import copy
+    import io
+    import pickle
+
+    rows = quantize.Int8Rows(torch.randn(2000, 64))
+    assert rows() is rows()  # the fp32 copy is cached, not rebuilt per call
+    for clone in (copy.deepcopy(rows), pickle.loads(pickle.dumps(rows))):
+        assert torch.equal(clone(), rows()) and set(dict(clone.named_buffers())) == {"values", "scale"}
+    scripted = torch.jit.script(rows)
+    scripted()  # called before saving: the copy must still stay out of the file
+    saved = io.BytesIO()
+    torch.jit.save(scripted, saved)
+    int8_bytes = 2000 * 64 + 2000 * 4
+    assert int8_bytes < len(saved.getvalue()) < int8_bytes + 16_000  # fp32 would add 512 kB
+    loaded = torch.jit.load(io.BytesIO(saved.getvalue()))
+    assert torch.equal(loaded(), rows())
