@@ -152,3 +152,20 @@ def test_batch_dependence_only_from_dynamic_int8_and_small(run_dir: Path, groups
     else:
         drift = (together - alone).abs().amax(dim=1) / alone.abs().amax(dim=1)
         assert 0 < float(drift.max()) < 0.05
+
+
+def test_paired_latency_interleaves_the_models_on_the_same_inputs() -> None:
+    from serving.export import paired_latency
+
+    calls: list[tuple[str, int]] = []
+
+    def model(name: str):
+        def call(history, lengths, k, exclude_seen):
+            calls.append((name, int(history.sum())))
+        return call
+
+    timed = paired_latency({"a": model("a"), "b": model("b")}, num_items=50, batch=2, length=5, repeats=4)
+    assert [name for name, _ in calls[:4]] == ["a", "b", "b", "a"]  # alternating order
+    assert len({total for _, total in calls}) == 1  # every call sees the same histories
+    for name in ("a", "b"):
+        assert 0 < timed[name]["p50_ms"] <= timed[name]["p99_ms"]
