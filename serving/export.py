@@ -185,14 +185,6 @@ def evaluate_variant(module: TopKRecommender, cfg: Any, split: str = "valid") ->
         return evaluate_model(_EvalAdapter(module), loader, read_manifest(cfg.data.path), cfg.eval, env)
 
 
-def model_latency(
-    model: Any, num_items: int, batch: int, length: int, repeats: int = 30, k: int = 10, seed: int = 0
-) -> dict[str, float]:
-    """p50/p99 (ms) of one call of a (scripted) `TopKRecommender` on random histories of ``length`` items, with
-    the intra-op thread count of a serving worker."""
-    return paired_latency({"model": model}, num_items, batch, length, repeats, k, seed)["model"]
-
-
 def paired_latency(
     models: dict[str, Any], num_items: int, batch: int, length: int, repeats: int = 30, k: int = 10, seed: int = 0
 ) -> dict[str, dict[str, float]]:
