@@ -54,6 +54,8 @@ def test_overrides_apply_and_round_trip() -> None:
         (["trainer.resume=true", "trainer.init_from=x"], "trainer.init_from"),
         (["experiment=does_not_exist"], "experiment/does_not_exist"),
         (["eval.ks=[5]"], "eval.ks"),
+        (["trainer.sharding=diagonal"], "replicated"),
+        (["data.window=oldest"], "data.window"),
     ],
 )
 def test_bad_config_is_one_clear_error(overrides: list[str], needle: str) -> None:
