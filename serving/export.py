@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -188,27 +188,15 @@ def evaluate_variant(module: TopKRecommender, cfg: Any, split: str = "valid") ->
 def paired_latency(
     models: dict[str, Any], num_items: int, batch: int, length: int, repeats: int = 30, k: int = 10, seed: int = 0
 ) -> dict[str, dict[str, float]]:
-    """p50/p99 (ms) per model, calls interleaved (A B, B A, ...) on the same inputs with one intra-op thread.
-
-    Timing one model's block of calls after the other's measured 0.68x for two models that interleaved calls
-    show within 3% of each other: on a shared machine, order and drift matter more than the models.
-    """
+    """p50/p99 (ms) per (scripted) `TopKRecommender` on the same random histories, calls interleaved with one
+    intra-op thread (`serving.quantize.interleaved_ms`)."""
     generator = torch.Generator().manual_seed(seed)
     history = torch.randint(1, num_items + 1, (batch * length,), generator=generator)
     lengths = torch.full((batch,), length, dtype=torch.int64)
-    times: dict[str, list[float]] = {name: [] for name in models}
-    order = list(models.items())
-    with torch.inference_mode(), quantize.intra_op_threads(quantize.SERVING_THREADS):
-        for i in range(repeats + 3):
-            for name, model in order if i % 2 == 0 else order[::-1]:
-                start = time.perf_counter()
-                model(history, lengths, k, True)
-                if i >= 3:  # the first calls run TorchScript's profiling passes
-                    times[name].append(time.perf_counter() - start)
-    return {
-        name: {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
-        for name, ms in ((name, np.asarray(t) * 1000.0) for name, t in times.items())
-    }
+    calls = {name: functools.partial(model, history, lengths, k, True) for name, model in models.items()}
+    times = quantize.interleaved_ms(calls, repeats, warmup=3)  # the first calls run TorchScript's profiling
+    return {name: {"p50_ms": float(np.percentile(t, 50)), "p99_ms": float(np.percentile(t, 99))}
+            for name, t in times.items()}
 
 
 def write_id_map(dataset: str | Path, out: Path, num_items: int) -> None:
