@@ -82,7 +82,7 @@ def _client(url: str, key: str, body: bytes, timeout: float) -> float:
 
 
 def end_to_end(run: Path, work: Path, requests: int, seconds: float, batching: list[tuple[int, int]],
-               warmup: int = 32, jvm_options: tuple[str | None, ...] = (None,)) -> None:
+               warmup: int, jvm_options: list[str]) -> None:
     from serving.archive import build_archive
     from serving.export import ExportConfig, export_run
 
@@ -94,13 +94,13 @@ def end_to_end(run: Path, work: Path, requests: int, seconds: float, batching: l
 
 
 def serve_and_measure(archive: Path, export: Path, requests: int, seconds: float, batch_size: int,
-                      delay_ms: int, warmup: int = 32, jvm_options: str | None = None) -> None:
-    from serving.serve import DEFAULT_JVM_OPTIONS, ServerConfig, read_keys, start, stop
+                      delay_ms: int, warmup: int, jvm_options: str) -> None:
+    from serving.serve import ServerConfig, read_keys, start, stop
     from trainer.distributed import free_port
 
     ids = json.loads((export / "id_map.json").read_text())["raw_ids"]
     cfg = ServerConfig(archive=archive, port=free_port(), management_port=free_port(), metrics_port=free_port(),
-                       jvm_options=DEFAULT_JVM_OPTIONS if jvm_options is None else jvm_options)
+                       jvm_options=jvm_options)
     rng = np.random.default_rng(0)
     bodies = [json.dumps({"history": [ids[i] for i in rng.integers(0, len(ids), 200)], "k": 10}).encode()
               for _ in range(64)]
@@ -149,12 +149,15 @@ def main() -> int:
         parser.error(f"--batching: expected pairs like 8:2,32:5, got {args.batching!r}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
+    from serving.serve import DEFAULT_JVM_OPTIONS
+
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         run = args.run or train_small_run(Path(tmp))
         if not args.skip_model:
             model_only(run, args.repeats)
         if not args.skip_e2e:
-            end_to_end(run, Path(tmp), args.requests, args.seconds, batching, args.warmup, args.jvm_options or [None])
+            end_to_end(run, Path(tmp), args.requests, args.seconds, batching, args.warmup,
+                       args.jvm_options or [DEFAULT_JVM_OPTIONS])
     return 0
 
 
