@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from trainer.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+WINDOWS = ("last", "random")  # = trainer.data.loader.WINDOWS (not imported: that module pulls in torch)
 SHARDINGS = ("auto", "table_wise", "row_wise", "column_wise", "replicated")
 LOSSES = ("softmax", "sampled_softmax", "bce", "bpr", "gbce")
 LOSS_NEGATIVES = {
@@ -217,7 +218,7 @@ def validate(cfg: TrainConfig) -> None:
             t.sharding in SHARDINGS,
             f"trainer.sharding={t.sharding!r} is unknown; choose one of {', '.join(SHARDINGS)}",
         ),
-        (d.window in ("last", "random"), f"data.window={d.window!r} is unknown; choose last or random"),
+        (d.window in WINDOWS, f"data.window={d.window!r} is unknown; choose one of {', '.join(WINDOWS)}"),
         (t.eval_split in ("valid", "test"), "trainer.eval_split must be valid or test"),
         (not (t.resume and t.init_from), "trainer.resume and trainer.init_from exclude each other; set one"),
         (

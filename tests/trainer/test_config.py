@@ -75,3 +75,10 @@ def test_lr_schedule_warmup_then_cosine() -> None:
     assert lr_factor(60, optim, 110) == pytest.approx(0.55)  # half-way through the cosine
     assert lr_factor(110, optim, 110) == pytest.approx(0.1)
     assert lr_factor(50, OptimConfig(warmup_steps=0, schedule="constant"), 100) == 1.0
+
+
+def test_window_choices_match_the_loader() -> None:
+    from trainer import config
+    from trainer.data import loader
+
+    assert config.WINDOWS == loader.WINDOWS
