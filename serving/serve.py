@@ -36,8 +36,8 @@ from trainer.errors import ConfigError
 
 KEY_FILE = "key_file.json"
 # Java frontend: serial GC and C1-only JIT leave the cores to the Python workers (C2's compiler threads and G1's
-# concurrent GC compete with them on a small box). On 2 cores: single-request p99 12-13 -> 8 ms, 32 clients
-# 42-63 -> 35-38 ms (docs/benchmarks.md).
+# concurrent GC compete with them on a small box). On 2 cores: single-request p99 11-13 -> 7-8 ms, 32 clients
+# 42-63 -> 32-38 ms (docs/benchmarks.md).
 DEFAULT_JVM_OPTIONS = "-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xmx512m -XX:+ExitOnOutOfMemoryError"
 MAX_REQUEST_BYTES = 1 << 20
 

@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import train_overrides
 from trainer import checkpoint
 from trainer.config import load_config
+from trainer.data.schema import read_manifest
 from trainer.errors import ConfigError, DataError
 from trainer.train import run_training
 
@@ -145,7 +146,7 @@ def test_replicated_tables_learn_with_dense_adamw_resume_exactly_and_export(tiny
     rep = ("trainer.sharding=replicated", "trainer.test_at_end=false", "optim.lr=0.01")
     straight = _train(tiny_dataset, tmp_path, "trainer.run_id=rs", "trainer.max_steps=24", *rep)
     losses = straight["train_losses"]
-    assert losses[0] == pytest.approx(math.log(_num_items(tiny_dataset)), rel=0.15)  # initialised, not N(0, 1)
+    assert losses[0] == pytest.approx(math.log(read_manifest(tiny_dataset).num_items), rel=0.15)  # initialised, not N(0, 1)
     assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5, "loss did not decrease"
     _train(tiny_dataset, tmp_path, "trainer.run_id=rr", "trainer.max_steps=13", *rep)
     resumed = _train(tiny_dataset, tmp_path, "trainer.run_id=rr", "trainer.max_steps=24", "trainer.resume=true", *rep)
@@ -154,8 +155,3 @@ def test_replicated_tables_learn_with_dense_adamw_resume_exactly_and_export(tiny
     best = max(h["ndcg@10"] for h in straight["history"])
     assert meta["metrics"]["fp32_ndcg@10"] == pytest.approx(best, rel=1e-6)
 
-
-def _num_items(dataset: Path) -> int:
-    from trainer.data.schema import read_manifest
-
-    return read_manifest(dataset).num_items
