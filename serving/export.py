@@ -31,7 +31,7 @@ from torch import nn
 
 from serving import quantize
 from serving.archive import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS
-from serving.inference import TopKRecommender, from_sasrec, script
+from serving.inference import TopKRecommender, from_sasrec, save_compact, script
 from serving.service import ID_MAP_FILE, METADATA_FILE, MODEL_FILE
 from trainer.errors import ConfigError
 
@@ -259,8 +259,8 @@ def export_run(config: ExportConfig) -> dict[str, Any]:
     from trainer.data.schema import atomic_output_dir
 
     with atomic_output_dir(output, overwrite=config.overwrite) as tmp:
-        scripted.save(str(tmp / MODEL_FILE))
-        fp32_scripted.save(str(tmp / "fp32.tmp.pt"))  # only for the size comparison, removed below
+        save_compact(scripted, tmp / MODEL_FILE)
+        save_compact(fp32_scripted, tmp / "fp32.tmp.pt")  # only for the size comparison, removed below
         meta["size"] = _sizes(tmp / MODEL_FILE, tmp / "fp32.tmp.pt", variant, fp32)
         (tmp / "fp32.tmp.pt").unlink()
         pair = {"fp32": fp32_scripted, "exported": scripted}

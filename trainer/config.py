@@ -65,6 +65,8 @@ class ModelConfig:
     gbce_t: float = 0.75
     temperature: float = 1.0
     softmax_chunk: int = 256  # full softmax in blocks of this many targets (~2x faster on CPU); 0 = plain
+    block: str = "pre_ln"  # pre_ln | normed_residual (original SASRec: residuals from the normalised input)
+    position_init_std: float = 0.02
 
 
 @dataclasses.dataclass(kw_only=True)

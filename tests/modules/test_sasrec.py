@@ -179,6 +179,7 @@ def test_meta_build_then_to_empty_and_reset() -> None:
     assert all(torch.isfinite(p).all() for p in net.parameters())
     layer_norm = net.encoder.final_norm
     assert torch.all(layer_norm.weight == 1) and torch.all(layer_norm.bias == 0)
+    assert 0.01 < float(net.encoder.positions.weight.std()) < 0.03  # position_init_std=0.02, not N(0, 1)
     value, _ = net(make_batch(VARYING))
     assert torch.isfinite(value)
 
@@ -208,6 +209,8 @@ def test_config_round_trip_and_validation() -> None:
         ({"dim": 6, "num_heads": 4}, "divisible"),
         ({"attn_backend": "flash"}, "attn_backend"),
         ({"temperature": 0.0}, "temperature"),
+        ({"block": "post_ln"}, "model.block"),
+        ({"position_init_std": 0.0}, "position_init_std"),
     ):
         with pytest.raises(ValueError, match=match):
             SASRec.from_config(dataclasses.replace(config, **bad))
@@ -260,6 +263,8 @@ def test_runs_sharded_in_the_sparse_dist_pipeline(tmp_path, loss: str, tie_weigh
         plan = planner.collective_plan(net, sharders, dist.GroupMember.WORLD)
         dmp = DistributedModelParallel(net, device=torch.device("cpu"), plan=plan, sharders=sharders)
         assert isinstance(dmp.module.item_ec, ShardedEmbeddingCollection)
+        # DMP initialises the unsharded meta leaves through their own reset_parameters: positions start small
+        assert 0.01 < float(dmp.module.encoder.positions.weight.std()) < 0.03
         dense = {name: p for name, p in dmp.named_parameters() if "_ec." not in name}
         optimizer = CombinedOptimizer(
             [dmp.fused_optimizer, KeyedOptimizerWrapper(dense, lambda ps: torch.optim.Adam(ps, lr=0.02))]

@@ -1,4 +1,4 @@
-"""TransformerBlock: pre-LN residual structure, causality, backend agreement, every projection quantisable."""
+"""TransformerBlock: both residual layouts, causality, backend agreement, every projection quantisable."""
 
 from __future__ import annotations
 
@@ -28,8 +28,21 @@ def test_shape_and_pre_ln_residual() -> None:
     torch.testing.assert_close(block(x), x)
 
 
-def test_causal_block_ignores_the_future() -> None:
-    block = _block()
+def test_normed_residual_layout_starts_each_residual_from_the_norm() -> None:
+    """With the attention and FFN output layers zeroed, the block is LN2(LN1(x)); pre-LN would be x."""
+    block = _block(layout="normed_residual")
+    x = 3.0 * torch.randn(B, L, D) + 1.0
+    with torch.no_grad():
+        for layer in (block.attn.out, block.ffn[3]):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        block.attn_norm.weight.uniform_(0.5, 1.5)
+    torch.testing.assert_close(block(x), block.ffn_norm(block.attn_norm(x)))
+
+
+@pytest.mark.parametrize("layout", ["pre_ln", "normed_residual"])
+def test_causal_block_ignores_the_future(layout: str) -> None:
+    block = _block(layout=layout)
     x = torch.randn(B, L, D)
     changed = x.clone()
     changed[:, 3:] = torch.randn(B, L - 3, D)
@@ -77,3 +90,5 @@ def test_bad_settings_are_rejected() -> None:
         TransformerBlock(D, activation="swish")
     with pytest.raises(ValueError, match="attn_backend"):
         TransformerBlock(D, attn_backend="flash")
+    with pytest.raises(ValueError, match="layout"):
+        TransformerBlock(D, layout="post_ln")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,10 @@ def test_int8_artefact_is_smaller_and_ranks_like_fp32(run_dir: Path, exported: d
     # dim 16: a row is 16 INT8 + 4 bytes scale/bias (aligned to 4) against 64 fp32 bytes
     assert meta["size"]["table_ratio"] == pytest.approx(64 / 20, rel=0.01)
     assert meta["size"]["tensor_ratio"] > 1.2
+    with zipfile.ZipFile(Path(exported["output"]) / "model.pt") as archive:  # saved without debug tables
+        records = archive.infolist()
+    assert records and not any(r.filename.endswith(".debug_pkl") for r in records)
+    assert all(r.compress_type == zipfile.ZIP_DEFLATED for r in records)
     assert abs(meta["metrics"]["relative_change"]) < 0.1
     assert set(meta["latency"]["exported"]) == {"b1_l20", "b32_l20"}
     trained = load_trained(run_dir)
