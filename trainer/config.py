@@ -40,6 +40,8 @@ class DataConfig:
     batch_size: int = 128
     eval_batch_size: int = 256
     num_workers: int = 0
+    # batches' worth of examples sorted by length together (1 = random batches); bucketing pads less (~1.5x
+    # faster on ML-1M) but its length-homogeneous batches trained to ~0.01 lower NDCG@10 there
     bucket_batches: int = 16
     # "auto" picks what the loss needs: softmax none, sampled softmax popularity, bce/bpr/gbce uniform
     negatives: str = "auto"
