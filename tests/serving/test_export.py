@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zipfile
 from pathlib import Path
@@ -67,6 +68,25 @@ def test_fp32_export_gives_the_sharded_models_scores(run_dir: Path) -> None:
     history = batch.sparse["history"]
     got = _full_scores(fp32, history.values(), history.lengths(), n)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_scripted_artefact_keeps_the_normed_residual_layout(run_dir: Path) -> None:
+    """The inference module runs the blocks as trained: the other layout gives the eager model's scores too."""
+    from modules.sasrec import SASRec
+
+    trained = load_trained(run_dir)
+    config = dataclasses.replace(trained.model.config, block="normed_residual")
+    model = SASRec.from_config(config)
+    model.load_state_dict(trained.model.state_dict())
+    model.eval()
+    batch, n = _valid_batch(trained.cfg), config.num_items
+    with torch.no_grad():
+        expected = model.encode(batch) @ model.item_embeddings(torch.arange(1, n + 1)).T
+    history = batch.sparse["history"]
+    got = _full_scores(script(build_variant(model, False, [])[0]), history.values(), history.lengths(), n)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    pre_ln = _full_scores(script(build_variant(trained.model, False, [])[0]), history.values(), history.lengths(), n)
+    assert not torch.allclose(got, pre_ln, rtol=1e-3, atol=1e-3)
 
 
 def test_fp32_metrics_equal_the_trainers_validation(run_dir: Path, exported: dict) -> None:
