@@ -9,7 +9,7 @@ normalised input, so no un-normalised stream runs through the blocks::
     FFN = Linear -> ReLU|GELU -> Dropout -> Linear -> Dropout
 
 On MovieLens-1M (SASRec's recipe otherwise) ``normed_residual`` validated higher at every evaluation of the
-first 20 epochs, by 0.002-0.004 NDCG@10 (docs/benchmarks.md); ``pre_ln`` stays the default, as the reference.
+first 20 epochs, by 0.0018-0.0038 NDCG@10 (docs/benchmarks.md); ``pre_ln`` stays the default, as the reference.
 
 Attention is written here rather than taken from `torch.nn.MultiheadAttention` so that every projection is a
 plain `nn.Linear`: `torch.ao.quantization.quantize_dynamic` then quantises all of them (the built-in module's

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import io
 import json
 import logging
 from pathlib import Path
@@ -260,9 +261,9 @@ def export_run(config: ExportConfig) -> dict[str, Any]:
 
     with atomic_output_dir(output, overwrite=config.overwrite) as tmp:
         save_compact(scripted, tmp / MODEL_FILE)
-        save_compact(fp32_scripted, tmp / "fp32.tmp.pt")  # only for the size comparison, removed below
-        meta["size"] = _sizes(tmp / MODEL_FILE, tmp / "fp32.tmp.pt", variant, fp32)
-        (tmp / "fp32.tmp.pt").unlink()
+        fp32_file = io.BytesIO()  # saved the same way, only for the size comparison
+        save_compact(fp32_scripted, fp32_file)
+        meta["size"] = _sizes((tmp / MODEL_FILE).stat().st_size, fp32_file.getbuffer().nbytes, variant, fp32)
         pair = {"fp32": fp32_scripted, "exported": scripted}
         timed = {b: paired_latency(pair, num_items, b, cfg.data.max_len, repeats=60 if b == 1 else 20) for b in (1, 32)}
         meta["latency"] = {name: {f"b{b}_l{cfg.data.max_len}": timed[b][name] for b in timed} for name in pair}
@@ -282,8 +283,7 @@ def export_run(config: ExportConfig) -> dict[str, Any]:
     return meta
 
 
-def _sizes(model_file: Path, fp32_file: Path, variant: nn.Module, fp32: nn.Module) -> dict[str, float]:
-    file_bytes, fp32_file_bytes = model_file.stat().st_size, fp32_file.stat().st_size
+def _sizes(file_bytes: int, fp32_file_bytes: int, variant: nn.Module, fp32: nn.Module) -> dict[str, float]:
     tensor_bytes, fp32_tensor_bytes = quantize.tensor_bytes(variant), quantize.tensor_bytes(fp32)
     return {
         "file_bytes": file_bytes,

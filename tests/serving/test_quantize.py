@@ -53,12 +53,13 @@ def test_scripted_int8_weights_are_stored_as_int8() -> None:
     assert quantize.tensor_bytes(module) < 100 * 64 + 64 * 64 + 2000
 
 
-def test_timings_run_with_the_serving_thread_count_and_restore_it() -> None:
+def test_timings_set_the_thread_count_and_restore_it() -> None:
     before = torch.get_num_threads()
-    with quantize.intra_op_threads(quantize.SERVING_THREADS):
-        assert torch.get_num_threads() == quantize.SERVING_THREADS
+    other = before + 1  # differs from the current count, so setting and restoring are both observable
+    with quantize.intra_op_threads(other):
+        assert torch.get_num_threads() == other
     assert torch.get_num_threads() == before
-    with pytest.raises(RuntimeError), quantize.intra_op_threads(quantize.SERVING_THREADS):
+    with pytest.raises(RuntimeError), quantize.intra_op_threads(other):
         raise RuntimeError("timing failed")
     assert torch.get_num_threads() == before
 
