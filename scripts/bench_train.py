@@ -6,7 +6,9 @@ Ours is the real training path on one rank: a dataset folder made by ``seqrec pr
 table, AdamW for dense layers). Variants: ``fp32`` (defaults, TorchRec train pipeline on, chunked softmax),
 ``bf16`` (``trainer.bf16=true``), ``nopipe`` (``trainer.pipeline=false``, the plain loop), ``unchunked``
 (``model.softmax_chunk=0``: the plain cross entropy over materialised logits), ``nobucket``
-(``data.bucket_batches=1``: random batches, as the accuracy experiments train) and ``2ranks`` (torchrun, 2 ranks).
+(``data.bucket_batches=1``: random batches, as the accuracy experiments train), ``groups4`` / ``groups8``
+(random batches whose blocks run on 4 / 8 length-sorted groups, ``model.length_groups``) and ``2ranks``
+(torchrun, 2 ranks).
 
 The baseline is SASRec written the way common implementations do it (pmixer/SASRec.pytorch): every training
 sequence left-padded to ``max_len``, ``nn.Embedding`` for items and positions, pre-LN blocks with naive
@@ -80,6 +82,9 @@ VARIANTS = {
     "nopipe": ["trainer.pipeline=false"],
     "unchunked": ["model.softmax_chunk=0"],  # the plain (T, N)-logits cross entropy
     "nobucket": ["data.bucket_batches=1"],  # random batches, each padded to its longest history
+    # random batches, the blocks run on 4 / 8 length-sorted groups of each (same outputs, less padding)
+    "groups4": ["data.bucket_batches=1", "model.length_groups=4"],
+    "groups8": ["data.bucket_batches=1", "model.length_groups=8"],
     "2ranks": [],
 }
 MAX_LEN, BLOCKS, HEADS, BATCH, DROPOUT, LR = 200, 2, 1, 128, 0.2, 1e-3

@@ -69,6 +69,7 @@ class ModelConfig:
     softmax_chunk: int = 256  # full softmax in blocks of this many targets (~2x faster on CPU); 0 = plain
     block: str = "pre_ln"  # pre_ln | normed_residual (original SASRec: residuals from the normalised input)
     position_init_std: float = 0.02
+    length_groups: int = 1  # the blocks run on this many length-sorted groups of each batch (less padding)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -86,6 +87,10 @@ class OptimConfig:
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0  # max global norm of dense gradients; 0 disables
     accumulate: int = 1  # micro-batches per dense optimizer step (plain loop only)
+    # batch: each batch's loss is the mean over its targets; target: every target weighs the same across batches
+    # (batch mean x its targets / the epoch's mean targets per batch), so length-bucketed batches of short
+    # histories move the weights less than batches of long ones
+    loss_weight: str = "batch"
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -200,6 +205,7 @@ def validate(cfg: TrainConfig) -> None:
     checks = [
         (m.attn_backend in ("sdpa", "naive"), "model.attn_backend must be sdpa or naive"),
         (m.dim % m.num_heads == 0, f"model.dim={m.dim} must be divisible by model.num_heads={m.num_heads}"),
+        (m.length_groups >= 1, f"model.length_groups must be >= 1, got {m.length_groups}"),
         (m.dim % 4 == 0, f"model.dim={m.dim} must be a multiple of 4 (FBGEMM embedding kernels need it)"),
         (d.max_len >= 1 and d.batch_size >= 1, "data.max_len and data.batch_size must be >= 1"),
         (d.negatives in ("auto", "none", "uniform", "popularity", "in_batch"), "data.negatives is unknown"),
@@ -213,6 +219,7 @@ def validate(cfg: TrainConfig) -> None:
         ),
         (o.schedule in ("cosine", "constant"), "optim.schedule must be cosine or constant"),
         (o.accumulate >= 1, "optim.accumulate must be >= 1"),
+        (o.loss_weight in ("batch", "target"), "optim.loss_weight must be batch or target"),
         (
             o.accumulate == 1 or not t.pipeline,
             "optim.accumulate > 1 is not supported with trainer.pipeline=true (the pipeline steps every batch); "

@@ -65,6 +65,8 @@ class Trainer:
         self.run_dir = self._build_run_dir()
         self.loader = self._build_loader("train", "causal", cfg.data.batch_size, shuffle=True)
         self.steps_per_epoch = math.ceil(self.loader.dataset.num_batches() / cfg.optim.accumulate)
+        # optim.loss_weight=target: a batch's mean loss is scaled by its targets over this
+        self.target_norm = self.loader.dataset.mean_targets_per_batch if cfg.optim.loss_weight == "target" else 0.0
         self.total_steps = cfg.trainer.max_steps or cfg.trainer.epochs * self.steps_per_epoch
         self.model = shard_model(
             build_model(cfg.model, self.manifest.num_items, cfg.data.max_len, torch.device("meta")),
@@ -184,7 +186,10 @@ class Trainer:
         """Model forward, under bf16 autocast when configured (used by the pipeline and the plain loop)."""
         with torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=self.cfg.trainer.bf16):
             loss, logs = self.model(batch)
-        return loss.float(), logs
+        loss = loss.float()
+        if self.target_norm:
+            loss = loss * (logs["num_targets"] / self.target_norm)
+        return loss, logs
 
     def _set_lr(self) -> float:
         factor = lr_factor(self.step, self.cfg.optim, self.total_steps)

@@ -10,7 +10,7 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from modules import losses
-from modules.sasrec import LOSSES, SASRec, SASRecConfig
+from modules.sasrec import LOSSES, SASRec, SASRecConfig, padded_groups
 from trainer.data.batch import Batch
 
 N = 24  # items 1..N
@@ -170,6 +170,29 @@ def test_a_user_does_not_depend_on_batch_mates() -> None:
         torch.testing.assert_close(seq_mixed, seq_alone, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("groups", [2, 3, 8])  # 8 > batch size: one group per sequence
+def test_length_groups_give_the_whole_batch_outputs_and_gradients(groups: int) -> None:
+    mixed = VARYING + [chain(3, 3), chain(9, 7)]  # history lengths 8, 1, 4, 11, 2, 6
+    batch = make_batch(mixed)
+    results = []
+    for count in (1, groups):
+        net = model(loss="softmax", length_groups=count).train()  # dropout 0: train mode is deterministic
+        value, _ = net(batch)
+        value.backward()
+        results.append((net.sequence_outputs(batch), value, net.encoder.blocks[0].ffn[0].weight.grad))
+    (whole, loss_whole, grad_whole), (grouped, loss_grouped, grad_grouped) = results
+    torch.testing.assert_close(grouped, whole, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(loss_grouped, loss_whole, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad_grouped, grad_whole, rtol=1e-4, atol=1e-6)
+
+
+def test_padded_groups_sort_by_length_and_restore_the_order() -> None:
+    lengths = torch.tensor([5, 1, 9, 3, 7])
+    groups, restore = padded_groups(lengths, 2)
+    assert [(rows.tolist(), width) for rows, width in groups] == [([1, 3, 0], 5), ([4, 2], 9)]
+    assert torch.equal(torch.cat([rows for rows, _ in groups])[restore], torch.arange(5))
+
+
 def test_meta_build_then_to_empty_and_reset() -> None:
     net = SASRec(N, dim=16, max_len=12, loss="bpr", tie_weights=False, device="meta")
     assert all(p.is_meta for p in net.parameters())
@@ -211,6 +234,7 @@ def test_config_round_trip_and_validation() -> None:
         ({"temperature": 0.0}, "temperature"),
         ({"block": "post_ln"}, "model.block"),
         ({"position_init_std": 0.0}, "position_init_std"),
+        ({"length_groups": 0}, "length_groups"),
     ):
         with pytest.raises(ValueError, match=match):
             SASRec.from_config(dataclasses.replace(config, **bad))

@@ -56,6 +56,8 @@ def test_overrides_apply_and_round_trip() -> None:
         (["eval.ks=[5]"], "eval.ks"),
         (["trainer.sharding=diagonal"], "replicated"),
         (["data.window=oldest"], "data.window"),
+        (["optim.loss_weight=token"], "optim.loss_weight"),
+        (["model.length_groups=0"], "model.length_groups"),
     ],
 )
 def test_bad_config_is_one_clear_error(overrides: list[str], needle: str) -> None:

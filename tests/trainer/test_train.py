@@ -14,8 +14,9 @@ from tests.conftest import train_overrides
 from trainer import checkpoint
 from trainer.config import load_config
 from trainer.data.schema import read_manifest
+from trainer.distributed import init_distributed, shutdown_distributed
 from trainer.errors import ConfigError, DataError
-from trainer.train import run_training
+from trainer.train import Trainer, run_training
 
 
 def _train(dataset: Path, out: Path, *extra: str) -> dict:
@@ -91,6 +92,23 @@ def test_accumulation_bf16_and_early_stopping(tiny_dataset: Path, tmp_path: Path
                      "trainer.early_stopping_patience=1", "optim.lr=0.0", "optim.sparse_lr=0.0",
                      "trainer.test_at_end=false")
     assert stopped["epochs"] < 30  # nothing can improve with a zero learning rate
+
+
+def test_target_loss_weight_scales_each_batch_by_its_targets(tiny_dataset: Path, tmp_path: Path) -> None:
+    cfg = load_config(train_overrides(tiny_dataset, tmp_path, "trainer.run_id=weighted", "optim.loss_weight=target",
+                                      "data.bucket_batches=4"))
+    env = init_distributed()
+    try:
+        trainer = Trainer(cfg, env)
+        counts = [len(batch.sparse["target"].values()) for batch in trainer.loader]
+        assert trainer.target_norm == pytest.approx(sum(counts) / len(counts))
+        short = min(trainer.loader, key=lambda batch: len(batch.sparse["target"].values()))
+        loss, logs = trainer._forward(short.to(env.device))
+        assert logs["num_targets"] < trainer.target_norm  # a short batch weighs less than its mean loss
+        assert loss.item() == pytest.approx(logs["loss"].item() * logs["num_targets"].item() / trainer.target_norm)
+        assert trainer.train()["steps"] > 0  # and the pipelined loop trains with it
+    finally:
+        shutdown_distributed()
 
 
 @pytest.mark.slow

@@ -244,8 +244,9 @@ def _list_parts(column: pa.ChunkedArray, path: Path, field: str) -> tuple[np.nda
     return array.offsets.to_numpy().astype(np.int64), array.values.to_numpy()
 
 
-def _example_counts(path: Path, config: LoaderConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(examples, rows) per row group, from metadata plus the two split columns (and list lengths for test)."""
+def _example_counts(path: Path, config: LoaderConfig) -> tuple[np.ndarray, np.ndarray, int]:
+    """(examples, rows) per row group and the split's total targets, from metadata plus the two split columns
+    (and list lengths for test)."""
     file = pq.ParquetFile(path)
     missing = [name for name in SEQUENCE_SCHEMA.names if name not in file.schema_arrow.names]
     if missing:
@@ -256,10 +257,11 @@ def _example_counts(path: Path, config: LoaderConfig) -> tuple[np.ndarray, np.nd
     te, ve = (table.column(name).to_numpy() for name in ("train_end", "valid_end"))
     n = np.diff(_list_parts(table.column("items"), path, "items")[0]) if config.split == "test" else None
     _check_split_columns(te, ve, n, path)
-    has = _positions(te, ve, n, config)[0]
+    has, _, _, tgt_lo, tgt_hi = _positions(te, ve, n, config)
+    targets = int(((tgt_hi - tgt_lo) * has).sum())
     cum = np.concatenate([[0], np.cumsum(has, dtype=np.int64)])
     bounds = np.concatenate([[0], np.cumsum(rows)])
-    return cum[bounds[1:]] - cum[bounds[:-1]], rows
+    return cum[bounds[1:]] - cum[bounds[:-1]], rows, targets
 
 
 # ----------------------------------------------------------------------------------------------------- planning
@@ -354,11 +356,15 @@ class SequenceDataset(IterableDataset):
         self.path = self.folder / SEQUENCES
         if not self.path.is_file():
             raise DataError("missing sequences.parquet", file=self.path)
-        counts, rows = _example_counts(self.path, config)
+        counts, rows, targets = _example_counts(self.path, config)
         if counts.sum() == 0:
             raise DataError(f"no user has a {config.split!r} example for kind={config.kind!r}", file=self.path)
         self._first_row = np.concatenate([[0], np.cumsum(rows)])
-        self._shards = _plan(counts, world_size, config)[rank]
+        plan = _plan(counts, world_size, config)
+        self._shards = plan[rank]
+        # the same on every rank: targets of the whole split over all ranks' batches (a random window has the
+        # same number of targets as the last one)
+        self.mean_targets_per_batch = targets / sum(shard.num_batches for shards in plan for shard in shards)
         self.num_examples = sum(shard.num_examples for shard in self._shards)
         self.num_skipped = int(sum(rows[s.row_groups].sum() for s in self._shards)) - self.num_examples
         self.has_actions = ACTIONS_FIELD.name in pq.read_schema(self.path).names

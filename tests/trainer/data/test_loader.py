@@ -190,6 +190,16 @@ def test_length_bucketing_cuts_padding(tmp_path: Path) -> None:
     assert overhead[16] - 1 < (overhead[1] - 1) / 3, overhead
 
 
+@pytest.mark.parametrize("window", ["last", "random"])
+def test_mean_targets_per_batch_is_the_epoch_mean_over_all_ranks(dataset: Path, window: str) -> None:
+    config = LoaderConfig(batch_size=8, max_len=6, bucket_batches=4, window=window)
+    counts = [len(batch.sparse["target"].values()) for rank in range(2)
+              for batch in build_loader(dataset, config, rank, 2)]
+    means = [SequenceDataset(dataset, config, rank, 2).mean_targets_per_batch for rank in range(2)]
+    assert means == pytest.approx([sum(counts) / len(counts)] * 2)
+    assert min(counts) < 0.5 * max(counts)  # bucketed: batch target counts differ widely
+
+
 def batches_equal(a: Batch, b: Batch) -> bool:
     same = torch.equal(a.sparse.values(), b.sparse.values()) and torch.equal(a.sparse.lengths(), b.sparse.lengths())
     return same and all(torch.equal(x, y) for x, y in zip(a._tensors().values(), b._tensors().values()))
