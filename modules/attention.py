@@ -3,7 +3,9 @@
 * ``"sdpa"`` -- `torch.nn.functional.scaled_dot_product_attention`, which dispatches to flash or memory-efficient
   kernels where the hardware has them. Without a padding mask it uses ``is_causal`` (the fast path);
   with one it passes a combined boolean mask.
-* ``"naive"`` -- ``softmax(Q K^T / sqrt(d) + mask) V`` written out: the reference for tests and benchmarks.
+* ``"naive"`` -- ``softmax(Q K^T / sqrt(d) + mask) V`` written out: the reference for tests and benchmarks,
+  and what ``"sdpa"`` runs on CPU when training with attention dropout (SDPA would fall back to the same math,
+  with slower dropout masks).
 
 Fully masked query rows (e.g. left padding with a causal mask: a padded query sees only padded keys) would make
 softmax return NaN, and the NaN would reach gradients even if the row is discarded later. Both backends let such
@@ -17,6 +19,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from modules.dropout import dropout
 
 BACKENDS = ("sdpa", "naive")
 
@@ -37,6 +41,10 @@ def attention(
     """
     if backend not in BACKENDS:
         raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
+    if dropout_p > 0.0 and q.device.type == "cpu":
+        # SDPA's CPU kernels have no dropout: it falls back to its math path (the naive one) and draws one
+        # Bernoulli number per weight; the same path with `modules.dropout` masks is ~2x faster
+        backend = "naive"
     if backend == "sdpa" and key_padding_mask is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)
     allowed, empty_rows = _allowed(q.shape[-2], k.shape[-2], causal, key_padding_mask, q.device)
@@ -73,5 +81,5 @@ def _naive(
         scores = scores.masked_fill(~allowed, float("-inf"))
     weights = torch.softmax(scores, dim=-1)
     if dropout_p > 0.0:
-        weights = F.dropout(weights, p=dropout_p)
+        weights = dropout(weights, dropout_p)
     return weights @ v

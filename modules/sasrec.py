@@ -41,6 +41,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from modules import losses
 from modules.attention import BACKENDS
+from modules.dropout import Dropout
 from modules.embeddings import (
     ITEM_FEATURES,
     ids_to_kjt,
@@ -150,7 +151,7 @@ class SASRecEncoder(nn.Module):
         super().__init__()
         self.dim, self.max_len, self.length_groups = dim, max_len, length_groups
         self.positions = PositionTable(max_len, dim, position_init_std, device=device)
-        self.input_dropout = nn.Dropout(dropout)
+        self.input_dropout = Dropout(dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(dim, num_heads, dropout=dropout, attn_backend=attn_backend, layout=block, device=device)
             for _ in range(num_blocks)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from modules.attention import BACKENDS, attention
+from modules.dropout import Dropout
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 LAYOUTS = ("pre_ln", "normed_residual")
@@ -117,14 +118,14 @@ class TransformerBlock(nn.Module):
         hidden = ffn_dim or dim
         self.attn_norm = nn.LayerNorm(dim, eps=norm_eps, device=device)
         self.attn = MultiHeadAttention(dim, num_heads, dropout, attn_backend, device=device)
-        self.attn_dropout = nn.Dropout(dropout)
+        self.attn_dropout = Dropout(dropout)
         self.ffn_norm = nn.LayerNorm(dim, eps=norm_eps, device=device)
         self.ffn = nn.Sequential(
             nn.Linear(dim, hidden, device=device),
             ACTIVATIONS[activation](),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(hidden, dim, device=device),
-            nn.Dropout(dropout),
+            Dropout(dropout),
         )
 
     def forward(

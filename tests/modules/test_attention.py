@@ -86,3 +86,13 @@ def test_unknown_backend_is_rejected() -> None:
     q, k, v = (t.detach() for t in _qkv())
     with pytest.raises(ValueError, match="backend"):
         attention(q, k, v, backend="flash3")
+
+
+def test_attention_dropout_on_cpu_runs_the_naive_path_with_seeded_masks() -> None:
+    q, k, v = (torch.randn(2, 1, 6, 4) for _ in range(3))
+    outputs = []
+    for backend in ("sdpa", "naive"):
+        torch.manual_seed(5)
+        outputs.append(attention(q, k, v, causal=True, dropout_p=0.5, backend=backend))
+    torch.testing.assert_close(outputs[0], outputs[1])
+    assert not torch.allclose(outputs[0], attention(q, k, v, causal=True))  # dropout did act
