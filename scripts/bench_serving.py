@@ -11,6 +11,8 @@ End to end: an archive of the INT8 model served by a locked-down TorchServe (tok
 clients sending history-length-200 requests after --warmup untimed ones, each level bounded by --requests and
 --seconds; ``--batching`` repeats this for several server-side batching settings (``batchSize:maxBatchDelay``
 pairs, one server each).
+``--linears``: one linear layer, fp32 against dynamic INT8 (what ``--dense auto`` chooses between), on the rows
+of a batch of 32 histories of 200 at several widths: whether INT8 compute can pay at all depends on the width.
 Prints ratios against fp32 measured in the same process, and the machine.
 """
 
@@ -128,6 +130,31 @@ def serve_and_measure(archive: Path, export: Path, requests: int, seconds: float
         stop(cfg)
 
 
+def linears(widths: list[int], rows: int, repeats: int) -> None:
+    """p50 ms of ``(rows, w) @ (w, out)`` for fp32 `nn.Linear` and its dynamic INT8 version (1 thread, interleaved)."""
+    import copy
+    import functools
+    import warnings
+
+    import torch
+
+    from serving import quantize
+
+    print(f"\none linear layer on {rows} rows, fp32 vs dynamic INT8 (1 thread, interleaved; p50 ms)")
+    print(f"{'in x out':>12} {'fp32':>8} {'int8':>8} {'int8 speed':>11}")
+    for width in widths:
+        for out in (width, 3 * width):  # a square layer (FFN, out-projection) and the fused Q/K/V projection
+            layer = torch.nn.Sequential(torch.nn.Linear(width, out)).eval()
+            x = torch.randn(rows, width)
+            with warnings.catch_warnings():  # torch.ao's eager quantization is deprecated (torchao)
+                warnings.simplefilter("ignore")
+                dense = torch.ao.quantization.quantize_dynamic(copy.deepcopy(layer), {torch.nn.Linear}, torch.qint8)
+            calls = {"fp32": functools.partial(layer, x), "int8": functools.partial(dense, x)}
+            times = quantize.interleaved_ms(calls, repeats)
+            fp32, int8 = (float(np.median(times[name])) for name in ("fp32", "int8"))
+            print(f"{width:>5} x {out:<5} {fp32:8.3f} {int8:8.3f} {fp32 / int8:10.2f}x")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, help="trained run folder (default: train a small one)")
@@ -142,6 +169,8 @@ def main() -> int:
                              "default: seqrec serve's)")
     parser.add_argument("--skip-e2e", action="store_true", help="model-only figures only")
     parser.add_argument("--skip-model", action="store_true", help="end-to-end figures only")
+    parser.add_argument("--linears", default="", metavar="WIDTHS",
+                        help="comma list of widths: time one fp32 vs dynamic-INT8 linear at each, then stop")
     args = parser.parse_args()
     try:
         batching = [(int(b), int(d)) for b, d in (pair.split(":") for pair in args.batching.split(","))]
@@ -149,6 +178,9 @@ def main() -> int:
         parser.error(f"--batching: expected pairs like 8:2,32:5, got {args.batching!r}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
+    if args.linears:
+        linears([int(w) for w in args.linears.split(",")], 32 * 200, args.repeats)
+        return 0
     from serving.serve import DEFAULT_JVM_OPTIONS
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
