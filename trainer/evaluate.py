@@ -202,7 +202,8 @@ def evaluate_popularity(folder: str | Path, split: str, cfg: EvalConfig, batch_s
 
 
 def run(args: Any) -> int:
-    """Load the run's best-validation (else newest) checkpoint, any world size; write ``eval_<split>.json``."""
+    """Load the run's best-validation (else newest) checkpoint, any world size; write ``eval_<split>.json``
+    (``eval_<split>_sampled<N>.json`` for the sampled protocol)."""
     if args.popularity:
         from trainer.config import load_config
         from trainer.errors import ConfigError
@@ -244,12 +245,14 @@ def run(args: Any) -> int:
             shuffle=False,
         )
         loader = build_loader(cfg.data.path, loader_cfg, env.rank, env.world_size)
-        per_user = run_dir / f"per_user_{args.split}.parquet" if cfg.eval.per_user else None
+        # the sampled protocol gets its own files: it must not replace the full-ranking results of the split
+        name = args.split + (f"_sampled{cfg.eval.sampled_negatives}" if cfg.eval.sampled_negatives else "")
+        per_user = run_dir / f"per_user_{name}.parquet" if cfg.eval.per_user else None
         metrics = evaluate_model(model, loader, manifest, cfg.eval, env, per_user, progress=True)
     finally:
         shutdown_distributed()
     if env.is_main:
-        out = run_dir / f"eval_{args.split}.json"
+        out = run_dir / f"eval_{name}.json"
         out.write_text(json.dumps({"checkpoint": str(ckpt), "split": args.split, **metrics}, indent=2) + "\n")
         print(json.dumps(metrics, indent=2))
         print(f"metrics written to {out}")

@@ -42,12 +42,14 @@ def test_evaluate_command_full_and_sampled(trained_run: Path) -> None:
     assert full["protocol"] == "full"
     assert full["ndcg@10"] == pytest.approx(trained["valid"]["ndcg@10"], abs=1e-6)
     assert seqrec(["evaluate", str(trained_run), "--split", "valid", "eval.sampled_negatives=100"]) == 0
-    sampled = json.loads((trained_run / "eval_valid.json").read_text())
+    sampled = json.loads((trained_run / "eval_valid_sampled100.json").read_text())
+    assert json.loads((trained_run / "eval_valid.json").read_text()) == full  # not replaced
     assert sampled["protocol"] == "sampled-100" and sampled["users"] == full["users"]
     # 100 sampled competitors instead of ~300 items: the paper protocol is the easier one.
     assert sampled["ndcg@10"] > full["ndcg@10"]
-    per_user = pq.read_table(trained_run / "per_user_valid.rank0.parquet")
-    assert per_user.num_rows == full["users"] and "ndcg@10" in per_user.column_names
+    for name in ("valid", "valid_sampled100"):
+        per_user = pq.read_table(trained_run / f"per_user_{name}.rank0.parquet")
+        assert per_user.num_rows == full["users"] and "ndcg@10" in per_user.column_names
 
 
 def test_evaluate_command_errors(tmp_path: Path) -> None:
