@@ -75,7 +75,7 @@ class SASRecConfig:
     softmax_chunk: int = 256
     block: str = "pre_ln"
     position_init_std: float = 0.02
-    length_groups: int = 1
+    length_groups: int = 4
 
     def validate(self) -> None:
         """Raise `ValueError` naming the setting to change."""
@@ -145,7 +145,7 @@ class SASRecEncoder(nn.Module):
         attn_backend: str,
         block: str = "pre_ln",
         position_init_std: float = 0.02,
-        length_groups: int = 1,
+        length_groups: int = 4,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
@@ -315,7 +315,7 @@ class SASRec(nn.Module):
         softmax_chunk: int = 256,
         block: str = "pre_ln",
         position_init_std: float = 0.02,
-        length_groups: int = 1,
+        length_groups: int = 4,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()

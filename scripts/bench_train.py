@@ -3,11 +3,13 @@
 Ours is the real training path on one rank: a dataset folder made by ``seqrec prepare --format sasrec`` from
 ``../shared/data/sasrec-ml-1m/ml-1m.txt``, then `trainer.train.run_training` (DistributedModelParallel over a
 1-process gloo group, streaming jagged loader with length bucketing, FBGEMM fused row-wise Adagrad for the item
-table, AdamW for dense layers). Variants: ``fp32`` (defaults, TorchRec train pipeline on, chunked softmax),
+table, AdamW for dense layers). Variants: ``fp32`` (defaults: TorchRec train pipeline on, chunked softmax,
+length-bucketed batches whose blocks run in 4 length groups), ``nogroups`` (``model.length_groups=1``),
 ``bf16`` (``trainer.bf16=true``), ``nopipe`` (``trainer.pipeline=false``, the plain loop), ``unchunked``
 (``model.softmax_chunk=0``: the plain cross entropy over materialised logits), ``nobucket``
-(``data.bucket_batches=1``: random batches, as the accuracy experiments train), ``groups4`` / ``groups8``
-(random batches whose blocks run on 4 / 8 length-sorted groups, ``model.length_groups``) and ``2ranks``
+(``data.bucket_batches=1 model.length_groups=1``: random batches, each padded to its longest), ``groups4`` /
+``groups8`` (random batches whose blocks run on 4 / 8 length-sorted groups, as the accuracy experiments train)
+and ``2ranks``
 (torchrun, 2 ranks).
 
 The baseline is SASRec written the way common implementations do it (pmixer/SASRec.pytorch): every training
@@ -81,7 +83,8 @@ VARIANTS = {
     "bf16": ["trainer.bf16=true"],
     "nopipe": ["trainer.pipeline=false"],
     "unchunked": ["model.softmax_chunk=0"],  # the plain (T, N)-logits cross entropy
-    "nobucket": ["data.bucket_batches=1"],  # random batches, each padded to its longest history
+    "nogroups": ["model.length_groups=1"],  # bucketed batches, the blocks on the whole batch
+    "nobucket": ["data.bucket_batches=1", "model.length_groups=1"],  # random batches, padded to their longest
     # random batches, the blocks run on 4 / 8 length-sorted groups of each (same outputs, less padding)
     "groups4": ["data.bucket_batches=1", "model.length_groups=4"],
     "groups8": ["data.bucket_batches=1", "model.length_groups=8"],

@@ -69,7 +69,7 @@ class ModelConfig:
     softmax_chunk: int = 256  # full softmax in blocks of this many targets (~2x faster on CPU); 0 = plain
     block: str = "pre_ln"  # pre_ln | normed_residual (original SASRec: residuals from the normalised input)
     position_init_std: float = 0.02
-    length_groups: int = 1  # the blocks run on this many length-sorted groups of each batch (less padding)
+    length_groups: int = 4  # the blocks run on this many length-sorted groups of each batch (less padding)
 
 
 @dataclasses.dataclass(kw_only=True)
