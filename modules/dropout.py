@@ -18,12 +18,16 @@ from torch import nn
 _LEVELS = 1 << 16  # 16-bit uniform numbers: p is resolved to 1/65536
 
 
+def _check(p: float) -> None:
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+
+
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """``x`` with each element zeroed with probability ``p`` and the rest scaled by ``1 / (1 - p)`` in training."""
     if not training or p == 0.0:
         return x
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    _check(p)
     if x.device.type != "cpu":
         return F.dropout(x, p, True)
     dropped = round(p * _LEVELS)
@@ -38,8 +42,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        _check(p)
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -198,7 +198,7 @@ def padded_groups(lengths: torch.Tensor, groups: int) -> tuple[list[tuple[torch.
     padding). Length bucketing in the loader pads less still, but makes the batches themselves homogeneous.
     """
     order = torch.argsort(lengths, stable=True)
-    chunks = [rows for rows in torch.tensor_split(order, min(groups, lengths.numel())) if rows.numel()]
+    chunks = torch.tensor_split(order, min(groups, lengths.numel()))  # never empty: at most one group per row
     widths = [int(lengths[rows[-1]]) for rows in chunks]
     return list(zip(chunks, widths)), torch.argsort(order)
 
