@@ -106,7 +106,9 @@ def test_target_loss_weight_scales_each_batch_by_its_targets(tiny_dataset: Path,
         loss, logs = trainer._forward(short.to(env.device))
         assert logs["num_targets"] < trainer.target_norm  # a short batch weighs less than its mean loss
         assert loss.item() == pytest.approx(logs["loss"].item() * logs["num_targets"].item() / trainer.target_norm)
-        assert trainer.train()["steps"] > 0  # and the pipelined loop trains with it
+        result = trainer.train()  # and the pipelined loop trains with it: every batch of both epochs, finite losses
+        assert result["steps"] == 2 * len(counts)
+        assert result["train_losses"] and all(math.isfinite(x) for x in result["train_losses"])
     finally:
         shutdown_distributed()
 
