@@ -49,9 +49,10 @@ class ExportConfig:
         run: run folder (or one of its checkpoints). output: artefact folder (default ``<run>/export``).
         checkpoint: ``step_N`` to export instead of the best-validation (else newest) one. overwrite: replace an existing output folder.
         quantize: INT8 tables (+ linears per ``dense``); False exports fp32.
-        dense: linears and positions. ``auto``: dynamic INT8 compute per layer group where timed faster, INT8
-            storage with fp32 compute for the other groups and the position table; ``int8``: dynamic INT8 for
-            all linears (positions INT8-stored); ``fp32``: everything dense stays fp32.
+        dense: linears and positions. ``auto``: dynamic INT8 compute for the fastest timed set of layer
+            groups (if >= 1.05x fp32), INT8 storage with fp32 compute for the other groups and the position
+            table; ``int8``: dynamic INT8 for all linears (positions INT8-stored); ``fp32``: everything dense
+            stays fp32.
         prune_sparsity: fraction of each pruned tensor set to zero (0 = no pruning).
         prune_layers: layer types to prune, among ``linear`` and ``embedding``.
         evaluate: record NDCG@10 (fp32 vs exported) on the validation split.

@@ -5,10 +5,10 @@
   applied to the parent (`TopKRecommender`), never to the collection itself.
 * Linears: `torch.ao.quantization.quantize_dynamic` per layer group (``attention``: qkv/out projections,
   ``ffn``: feed-forward). Dynamic INT8 pays a per-call activation quantization, which at small widths costs more
-  than it saves, so `choose_dense_groups` times each group on a representative input and keeps fp32 *compute*
-  where INT8 is not faster. Those groups can still be *stored* in INT8 (`store_int8`: per-output-channel
-  symmetric weights, dequantized once when the module is built or loaded), so the artefact shrinks without the
-  slower kernels.
+  than it saves, so `choose_dense_groups` picks the fastest set of groups timed on a representative input and
+  keeps fp32 *compute* where INT8 is not faster. Those groups can still be *stored* in INT8 (`store_int8`:
+  per-output-channel symmetric weights, dequantized once when the module is built or loaded), so the artefact
+  shrinks without the slower kernels.
 * Positions: the position table is stored the same way (`Int8Rows`, one scale per row).
 * Pruning: unstructured magnitude pruning (zero the smallest ``|w|`` of each tensor), per layer type ``linear``
   (the blocks' linear weights) and ``embedding`` (the item table). Zeros do not shrink a dense artefact; the
@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import itertools
 import statistics
 import time
 import warnings
@@ -180,23 +181,34 @@ def _run_blocks(blocks: nn.Module):
     return run
 
 
+def dense_combinations() -> list[tuple[str, ...]]:
+    """Every non-empty set of `DENSE_GROUPS`, smallest first: the dynamic-INT8 choices `time_dense_groups` times."""
+    return [combo for size in range(1, len(DENSE_GROUPS) + 1) for combo in itertools.combinations(DENSE_GROUPS, size)]
+
+
 def time_dense_groups(
     blocks: nn.ModuleList, example: torch.Tensor, repeats: int = 20
 ) -> dict[str, dict[str, float]]:
-    """Median latency (ms) of the blocks on ``example (B, L, D)`` (`interleaved_ms`): fp32, and with each group
-    in INT8 alone."""
-    trials = {"fp32": blocks, **{g: quantize_dense(copy.deepcopy(blocks), [g]) for g in DENSE_GROUPS}}
+    """Median latency (ms) of the blocks on ``example (B, L, D)`` (`interleaved_ms`): fp32, and with each set of
+    groups in INT8 (keyed like ``"attention+ffn"``). Sets, not single groups: what one group's INT8 kernels save
+    can be too little to show alone and still add up with the other's."""
+    trials = {"fp32": blocks, **{"+".join(c): quantize_dense(copy.deepcopy(blocks), c) for c in dense_combinations()}}
     ms = interleaved_ms({name: functools.partial(_run_blocks(b), example) for name, b in trials.items()}, repeats)
     median = {name: statistics.median(t) for name, t in ms.items()}
     timings = {"fp32": {"ms": median["fp32"]}}
-    for group in DENSE_GROUPS:
-        timings[group] = {"ms": median[group], "speedup": median["fp32"] / median[group]}
+    for name in trials:
+        if name != "fp32":
+            timings[name] = {"ms": median[name], "speedup": median["fp32"] / median[name]}
     return timings
 
 
 def choose_dense_groups(timings: dict[str, dict[str, float]], min_speedup: float = 1.05) -> list[str]:
-    """The groups whose INT8 version was at least ``min_speedup`` times faster than fp32."""
-    return [g for g in DENSE_GROUPS if g in timings and timings[g]["speedup"] >= min_speedup]
+    """The fastest timed set of groups if it was at least ``min_speedup`` times faster than fp32, else none."""
+    timed = [name for name in timings if name != "fp32"]
+    if not timed:
+        return []
+    best = max(timed, key=lambda name: timings[name]["speedup"])
+    return best.split("+") if timings[best]["speedup"] >= min_speedup else []
 
 
 def magnitude_prune(tensor: torch.Tensor, sparsity: float) -> None:

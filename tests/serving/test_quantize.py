@@ -81,3 +81,27 @@ def test_dequantized_copy_is_made_once_and_never_saved() -> None:
     assert int8_bytes < len(saved.getvalue()) < int8_bytes + 16_000  # fp32 would add 512 kB
     loaded = torch.jit.load(io.BytesIO(saved.getvalue()))
     assert torch.equal(loaded(), rows())
+
+
+def test_auto_dense_choice_takes_the_fastest_set_of_groups() -> None:
+    assert quantize.dense_combinations() == [("attention",), ("ffn",), ("attention", "ffn")]
+    alone_short = {"fp32": {"ms": 10.0}, "attention": {"ms": 9.7, "speedup": 1.03}, "ffn": {"ms": 9.8, "speedup": 1.02},
+                   "attention+ffn": {"ms": 8.0, "speedup": 1.25}}
+    assert quantize.choose_dense_groups(alone_short) == ["attention", "ffn"]
+    one = {**alone_short, "attention": {"ms": 7.0, "speedup": 1.43}}
+    assert quantize.choose_dense_groups(one) == ["attention"]
+    slower = {"fp32": {"ms": 10.0}, **{k: {"ms": 10.2, "speedup": 0.98} for k in ("attention", "ffn", "attention+ffn")}}
+    assert quantize.choose_dense_groups(slower) == []
+    assert quantize.choose_dense_groups({"fp32": {"ms": 1.0}}) == []
+
+
+def test_time_dense_groups_times_fp32_and_every_set() -> None:
+    torch.manual_seed(0)
+    blocks = nn.ModuleList([TransformerBlock(16, num_heads=1)]).eval()
+    timings = quantize.time_dense_groups(blocks, torch.randn(2, 8, 16), repeats=2)
+    assert set(timings) == {"fp32", "attention", "ffn", "attention+ffn"}
+    for name, timing in timings.items():
+        assert timing["ms"] > 0
+        if name != "fp32":
+            assert timing["speedup"] == pytest.approx(timings["fp32"]["ms"] / timing["ms"])
+    assert isinstance(blocks[0].attn.qkv, nn.Linear)  # the blocks timed as fp32 are left as they were
