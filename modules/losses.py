@@ -93,6 +93,89 @@ def chunked_softmax_loss(
     return _ChunkedSoftmaxCE.apply(query.to(dtype), classes.to(dtype), target, chunk)
 
 
+class _ChunkedPoolLSE(torch.autograd.Function):
+    """Per-row log-sum-exp of ``query @ pool.T + bias`` over a shared pool, hits masked, in blocks of rows.
+
+    The sampled-softmax counterpart of `_ChunkedSoftmaxCE`: forward keeps only the ``(T,)`` log-sum-exps,
+    backward recomputes one block of ``(chunk, S)`` logits at a time. A row whose every negative is a hit gets
+    ``-inf`` and no gradient.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        query: torch.Tensor,
+        pool: torch.Tensor,
+        bias: torch.Tensor,
+        target_ids: torch.Tensor | None,
+        pool_ids: torch.Tensor | None,
+        chunk: int,
+    ) -> torch.Tensor:
+        lse = torch.empty(query.shape[0], dtype=query.dtype, device=query.device)
+        for lo in range(0, query.shape[0], chunk):
+            lse[lo : lo + chunk] = torch.logsumexp(_pool_logits(query, pool, bias, target_ids, pool_ids, lo, chunk), 1)
+        ctx.save_for_backward(query, pool, bias, target_ids, pool_ids, lse)
+        ctx.chunk = chunk
+        return lse
+
+    @staticmethod
+    def backward(ctx, grad_lse: torch.Tensor):
+        query, pool, bias, target_ids, pool_ids, lse = ctx.saved_tensors
+        grad_query = torch.empty_like(query)
+        grad_pool = torch.zeros_like(pool)
+        finite = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))  # all-hit rows: exp(-inf) = 0
+        for lo in range(0, query.shape[0], ctx.chunk):
+            logits = _pool_logits(query, pool, bias, target_ids, pool_ids, lo, ctx.chunk)
+            probs = torch.exp_(logits.sub_(finite[lo : lo + ctx.chunk, None]))
+            probs.mul_(grad_lse[lo : lo + ctx.chunk, None])
+            torch.mm(probs, pool, out=grad_query[lo : lo + ctx.chunk])
+            grad_pool.addmm_(probs.T, query[lo : lo + ctx.chunk])
+        return grad_query, grad_pool, None, None, None, None
+
+
+def _pool_logits(
+    query: torch.Tensor,
+    pool: torch.Tensor,
+    bias: torch.Tensor,
+    target_ids: torch.Tensor | None,
+    pool_ids: torch.Tensor | None,
+    lo: int,
+    chunk: int,
+) -> torch.Tensor:
+    """One block of rows ``[lo, lo + chunk)`` of the biased pool logits, hits set to ``-inf``."""
+    logits = torch.addmm(bias, query[lo : lo + chunk], pool.T)
+    if target_ids is not None:
+        logits.masked_fill_(pool_ids[None, :] == target_ids[lo : lo + chunk, None], float("-inf"))
+    return logits
+
+
+def chunked_sampled_softmax_loss(
+    query: torch.Tensor,
+    pos_logits: torch.Tensor,
+    pool: torch.Tensor,
+    chunk: int,
+    positive_ids: torch.Tensor | None = None,
+    pool_ids: torch.Tensor | None = None,
+    positive_logq: torch.Tensor | None = None,
+    pool_logq: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`sampled_softmax_from_logits` with a shared pool ``(S, D)``, without materialising the ``(T, S)`` logits.
+
+    Same value and gradients (tested); memory ``O(chunk * S)``. The positive's logit (``(T,)``, autograd as
+    usual) is combined with the pool's chunked log-sum-exp: ``logaddexp(pos, lse_pool) - pos``.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    dtype = torch.promote_types(query.dtype, torch.float32)  # bf16/fp16 inputs: the softmax runs in fp32
+    pos = pos_logits.to(dtype) - positive_logq if _given(positive_logq) else pos_logits.to(dtype)
+    bias = -pool_logq.to(dtype) if _given(pool_logq) else query.new_zeros(pool.shape[0], dtype=dtype)
+    masked = positive_ids is not None and pool_ids is not None
+    lse_pool = _ChunkedPoolLSE.apply(
+        query.to(dtype), pool.to(dtype), bias, positive_ids if masked else None, pool_ids if masked else None, chunk
+    )
+    return (torch.logaddexp(pos, lse_pool) - pos).mean()
+
+
 def sampled_softmax_loss(
     query: torch.Tensor,
     positive: torch.Tensor,

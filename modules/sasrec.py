@@ -255,6 +255,10 @@ class SequenceObjective(nn.Module):
         pool_ids, pool_logq = batch.sparse["negatives"].values(), batch.negative_logq
         if pool.shape[0] == 0:  # no sampled negatives: the batch's targets are the negatives
             pool, pool_ids, pool_logq = positive, target_ids, batch.target_logq
+        if self.softmax_chunk > 0:
+            return losses.chunked_sampled_softmax_loss(
+                query, pos_logits, pool, self.softmax_chunk, target_ids, pool_ids, batch.target_logq, pool_logq
+            )
         return losses.sampled_softmax_from_logits(
             pos_logits, query @ pool.T, target_ids, pool_ids, batch.target_logq, pool_logq
         )
@@ -283,8 +287,9 @@ class SASRec(nn.Module):
         tie_weights: score against the input item table; False adds an output table ``out_ec``.
         gbce_t: gSASRec's calibration parameter t (``loss="gbce"``).
         temperature: logits are divided by it.
-        softmax_chunk: ``loss="softmax"`` computes the cross entropy in blocks of this many targets without
-            materialising all logits (`modules.losses.chunked_softmax_loss`, ~2x faster on a CPU); 0 = plain.
+        softmax_chunk: ``loss="softmax"`` and ``"sampled_softmax"`` compute the cross entropy in blocks of this
+            many targets without materialising all logits (`modules.losses.chunked_softmax_loss`, ~2x faster on
+            a CPU; `modules.losses.chunked_sampled_softmax_loss`); 0 = plain.
         block: transformer block layout, ``"pre_ln"`` or ``"normed_residual"`` (`modules.transformer`).
         position_init_std: std of the position embeddings' initialisation.
         length_groups: the encoder runs its blocks on this many length-sorted groups of the batch

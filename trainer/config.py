@@ -66,7 +66,7 @@ class ModelConfig:
     tie_weights: bool = True
     gbce_t: float = 0.75
     temperature: float = 1.0
-    softmax_chunk: int = 256  # full softmax in blocks of this many targets (~2x faster on CPU); 0 = plain
+    softmax_chunk: int = 256  # full/sampled softmax in blocks of this many targets (~2x faster on CPU); 0 = plain
     block: str = "pre_ln"  # pre_ln | normed_residual (original SASRec: residuals from the normalised input)
     position_init_std: float = 0.02
     length_groups: int = 4  # the blocks run on this many length-sorted groups of each batch (less padding)

@@ -187,3 +187,41 @@ def test_softmax_loss_chunked_path_matches_unchunked(data) -> None:
     assert half.dtype == torch.float32
     with pytest.raises(ValueError, match="chunk"):
         losses.chunked_softmax_loss(data["query"], data["table"], target, 0)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 100])
+def test_chunked_sampled_softmax_equals_the_plain_form_and_its_gradients(chunk: int) -> None:
+    gen = torch.Generator().manual_seed(2)
+    query = torch.randn(7, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    positive = torch.randn(7, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    pool = torch.randn(6, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    target_ids = torch.tensor([4, 9, 2, 2, 30, 1, 9])
+    pool_ids = torch.tensor([2, 8, 9, 3, 1, 7])  # hits in rows 1, 2, 3, 5, 6
+    pos_logq = -torch.rand(7, generator=gen, dtype=torch.float64)
+    pool_logq = -torch.rand(6, generator=gen, dtype=torch.float64)
+    for ids, logq in [((target_ids, pool_ids), (pos_logq, pool_logq)), ((None, None), (None, None))]:
+        pos_logits = (query * positive).sum(-1)
+        plain = losses.sampled_softmax_from_logits(pos_logits, query @ pool.T, *ids, *logq)
+        plain_grads = torch.autograd.grad(plain, (query, positive, pool))
+        pos_logits = (query * positive).sum(-1)
+        chunked = losses.chunked_sampled_softmax_loss(query, pos_logits, pool, chunk, *ids, *logq)
+        chunked_grads = torch.autograd.grad(chunked, (query, positive, pool))
+        torch.testing.assert_close(chunked, plain)
+        for got, want in zip(chunked_grads, plain_grads):
+            torch.testing.assert_close(got, want)
+
+
+def test_chunked_sampled_softmax_row_whose_every_negative_is_a_hit() -> None:
+    query = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    pool = torch.randn(1, 4, dtype=torch.float64, requires_grad=True)
+    target_ids, pool_ids = torch.tensor([5, 6]), torch.tensor([5])  # row 0: its only negative is itself
+    pos_logits = query.sum(-1)
+    value = losses.chunked_sampled_softmax_loss(query, pos_logits, pool, 1, target_ids, pool_ids)
+    expected = losses.sampled_softmax_from_logits(query.sum(-1), query @ pool.T, target_ids, pool_ids)
+    torch.testing.assert_close(value, expected)
+    grads = torch.autograd.grad(value, (query, pool))
+    assert all(bool(torch.isfinite(g).all()) for g in grads)
+    half = losses.chunked_sampled_softmax_loss(query.bfloat16(), pos_logits.bfloat16(), pool.bfloat16(), 2)
+    assert half.dtype == torch.float32
+    with pytest.raises(ValueError, match="chunk"):
+        losses.chunked_sampled_softmax_loss(query, pos_logits, pool, 0)

@@ -313,3 +313,17 @@ def _progress(pipeline, batches):
         return pipeline.progress(batches)
     except StopIteration:
         return None
+
+
+def test_sampled_softmax_chunked_and_plain_give_the_same_loss_and_gradients() -> None:
+    batch = make_batch(VARYING, num_negatives=3)
+    results = []
+    for chunk in (0, 2):
+        net = model(loss="sampled_softmax", softmax_chunk=chunk).train()
+        value, _ = net(batch)
+        value.backward()
+        results.append((value.detach(), [p.grad.clone() for p in net.parameters() if p.grad is not None]))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    assert len(results[0][1]) == len(results[1][1]) > 0
+    for got, want in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
