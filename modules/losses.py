@@ -45,39 +45,48 @@ def softmax_loss(
     return F.cross_entropy(logits, target_ids.to(torch.int64) - 1)
 
 
-class _ChunkedSoftmaxCE(torch.autograd.Function):
-    """Mean cross entropy of ``query @ classes.T`` without materialising the ``(T, N)`` logits.
+class _ChunkedLSE(torch.autograd.Function):
+    """Per-row log-sum-exp of ``query @ classes.T (+ bias)`` without materialising the ``(T, N)`` logits.
 
-    Forward keeps only each row's log-sum-exp; backward recomputes one block of ``chunk`` rows of logits at a
-    time, turns it into ``softmax - onehot`` in place and accumulates both gradients. One extra matmul buys
+    Forward keeps only the ``(T,)`` log-sum-exps; backward recomputes one block of ``chunk`` rows of logits at a
+    time, turns it into softmax probabilities in place and accumulates both gradients. One extra matmul buys
     skipping ~8 passes over a ``(T, N)`` tensor that does not fit in cache (the logits, log-softmax, its
-    gradient and the NLL's zero-filled gradient), which dominate a full-softmax step on a CPU.
+    gradient and the NLL's zero-filled gradient), which dominate a full-softmax step on a CPU. Entries where
+    ``class_ids`` equals the row's ``row_ids`` (sampled softmax: accidental hits) are masked; a row whose every
+    class is masked gets ``-inf`` and no gradient.
     """
 
     @staticmethod
-    def forward(ctx, query: torch.Tensor, classes: torch.Tensor, target: torch.Tensor, chunk: int) -> torch.Tensor:
+    def forward(ctx, query, classes, bias, row_ids, class_ids, chunk: int) -> torch.Tensor:
         lse = torch.empty(query.shape[0], dtype=query.dtype, device=query.device)
         for lo in range(0, query.shape[0], chunk):
-            lse[lo : lo + chunk] = torch.logsumexp(query[lo : lo + chunk] @ classes.T, dim=1)
-        target_logit = (query * classes[target]).sum(-1)
-        ctx.save_for_backward(query, classes, target, lse)
+            rows = slice(lo, lo + chunk)
+            lse[rows] = torch.logsumexp(_block_logits(query[rows], classes, bias, row_ids, class_ids, rows), 1)
+        ctx.save_for_backward(query, classes, bias, row_ids, class_ids, lse)
         ctx.chunk = chunk
-        return (lse - target_logit).mean()
+        return lse
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        query, classes, target, lse = ctx.saved_tensors
-        scale = grad / query.shape[0]
+    def backward(ctx, grad_lse: torch.Tensor):
+        query, classes, bias, row_ids, class_ids, lse = ctx.saved_tensors
         grad_query = torch.empty_like(query)
         grad_classes = torch.zeros_like(classes)
+        finite = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))  # all-masked rows: exp(-inf) = 0
         for lo in range(0, query.shape[0], ctx.chunk):
-            q = query[lo : lo + ctx.chunk]
-            probs = torch.exp_(torch.sub(q @ classes.T, lse[lo : lo + ctx.chunk, None]))
-            probs[torch.arange(q.shape[0], device=q.device), target[lo : lo + ctx.chunk]] -= 1.0
-            probs.mul_(scale)
-            torch.mm(probs, classes, out=grad_query[lo : lo + ctx.chunk])
-            grad_classes.addmm_(probs.T, q)
-        return grad_query, grad_classes, None, None
+            rows = slice(lo, lo + ctx.chunk)
+            logits = _block_logits(query[rows], classes, bias, row_ids, class_ids, rows)
+            probs = torch.exp_(logits.sub_(finite[rows, None])).mul_(grad_lse[rows, None])
+            torch.mm(probs, classes, out=grad_query[rows])
+            grad_classes.addmm_(probs.T, query[rows])
+        return grad_query, grad_classes, None, None, None, None
+
+
+def _block_logits(query_rows, classes, bias, row_ids, class_ids, rows: slice) -> torch.Tensor:
+    """One block of `_ChunkedLSE`'s logits: ``query_rows @ classes.T (+ bias)``, masked entries ``-inf``."""
+    logits = query_rows @ classes.T if bias is None else torch.addmm(bias, query_rows, classes.T)
+    if row_ids is not None:
+        logits.masked_fill_(class_ids[None, :] == row_ids[rows, None], float("-inf"))
+    return logits
 
 
 def chunked_softmax_loss(
@@ -87,66 +96,9 @@ def chunked_softmax_loss(
 
     Same value and gradients as the plain form, with memory ``O(chunk * N)`` instead of ``O(T * N)``.
     """
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
-    dtype = torch.promote_types(query.dtype, torch.float32)  # bf16/fp16 inputs: the softmax runs in fp32
-    return _ChunkedSoftmaxCE.apply(query.to(dtype), classes.to(dtype), target, chunk)
-
-
-class _ChunkedPoolLSE(torch.autograd.Function):
-    """Per-row log-sum-exp of ``query @ pool.T + bias`` over a shared pool, hits masked, in blocks of rows.
-
-    The sampled-softmax counterpart of `_ChunkedSoftmaxCE`: forward keeps only the ``(T,)`` log-sum-exps,
-    backward recomputes one block of ``(chunk, S)`` logits at a time. A row whose every negative is a hit gets
-    ``-inf`` and no gradient.
-    """
-
-    @staticmethod
-    def forward(
-        ctx,
-        query: torch.Tensor,
-        pool: torch.Tensor,
-        bias: torch.Tensor,
-        target_ids: torch.Tensor | None,
-        pool_ids: torch.Tensor | None,
-        chunk: int,
-    ) -> torch.Tensor:
-        lse = torch.empty(query.shape[0], dtype=query.dtype, device=query.device)
-        for lo in range(0, query.shape[0], chunk):
-            lse[lo : lo + chunk] = torch.logsumexp(_pool_logits(query, pool, bias, target_ids, pool_ids, lo, chunk), 1)
-        ctx.save_for_backward(query, pool, bias, target_ids, pool_ids, lse)
-        ctx.chunk = chunk
-        return lse
-
-    @staticmethod
-    def backward(ctx, grad_lse: torch.Tensor):
-        query, pool, bias, target_ids, pool_ids, lse = ctx.saved_tensors
-        grad_query = torch.empty_like(query)
-        grad_pool = torch.zeros_like(pool)
-        finite = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))  # all-hit rows: exp(-inf) = 0
-        for lo in range(0, query.shape[0], ctx.chunk):
-            logits = _pool_logits(query, pool, bias, target_ids, pool_ids, lo, ctx.chunk)
-            probs = torch.exp_(logits.sub_(finite[lo : lo + ctx.chunk, None]))
-            probs.mul_(grad_lse[lo : lo + ctx.chunk, None])
-            torch.mm(probs, pool, out=grad_query[lo : lo + ctx.chunk])
-            grad_pool.addmm_(probs.T, query[lo : lo + ctx.chunk])
-        return grad_query, grad_pool, None, None, None, None
-
-
-def _pool_logits(
-    query: torch.Tensor,
-    pool: torch.Tensor,
-    bias: torch.Tensor,
-    target_ids: torch.Tensor | None,
-    pool_ids: torch.Tensor | None,
-    lo: int,
-    chunk: int,
-) -> torch.Tensor:
-    """One block of rows ``[lo, lo + chunk)`` of the biased pool logits, hits set to ``-inf``."""
-    logits = torch.addmm(bias, query[lo : lo + chunk], pool.T)
-    if target_ids is not None:
-        logits.masked_fill_(pool_ids[None, :] == target_ids[lo : lo + chunk, None], float("-inf"))
-    return logits
+    query, classes = _softmax_inputs(chunk, query, classes)
+    lse = _ChunkedLSE.apply(query, classes, None, None, None, chunk)
+    return (lse - (query * classes[target]).sum(-1)).mean()
 
 
 def chunked_sampled_softmax_loss(
@@ -164,16 +116,23 @@ def chunked_sampled_softmax_loss(
     Same value and gradients (tested); memory ``O(chunk * S)``. The positive's logit (``(T,)``, autograd as
     usual) is combined with the pool's chunked log-sum-exp: ``logaddexp(pos, lse_pool) - pos``.
     """
+    query, pool = _softmax_inputs(chunk, query, pool)
+    pos = pos_logits.to(query.dtype)
+    if _given(positive_logq):
+        pos = pos - positive_logq
+    bias = -pool_logq.to(query.dtype) if _given(pool_logq) else None
+    if positive_ids is None or pool_ids is None:
+        positive_ids = pool_ids = None
+    lse_pool = _ChunkedLSE.apply(query, pool, bias, positive_ids, pool_ids, chunk)
+    return (torch.logaddexp(pos, lse_pool) - pos).mean()
+
+
+def _softmax_inputs(chunk: int, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Check ``chunk``; bf16/fp16 inputs are promoted: the chunked softmax runs in fp32 (or wider)."""
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    dtype = torch.promote_types(query.dtype, torch.float32)  # bf16/fp16 inputs: the softmax runs in fp32
-    pos = pos_logits.to(dtype) - positive_logq if _given(positive_logq) else pos_logits.to(dtype)
-    bias = -pool_logq.to(dtype) if _given(pool_logq) else query.new_zeros(pool.shape[0], dtype=dtype)
-    masked = positive_ids is not None and pool_ids is not None
-    lse_pool = _ChunkedPoolLSE.apply(
-        query.to(dtype), pool.to(dtype), bias, positive_ids if masked else None, pool_ids if masked else None, chunk
-    )
-    return (torch.logaddexp(pos, lse_pool) - pos).mean()
+    dtype = torch.promote_types(tensors[0].dtype, torch.float32)
+    return [t.to(dtype) for t in tensors]
 
 
 def sampled_softmax_loss(

@@ -9,8 +9,7 @@ length-bucketed batches whose blocks run in 4 length groups), ``nogroups`` (``mo
 (``model.softmax_chunk=0``: the plain cross entropy over materialised logits), ``nobucket``
 (``data.bucket_batches=1 model.length_groups=1``: random batches, each padded to its longest), ``groups4`` /
 ``groups8`` (random batches whose blocks run on 4 / 8 length-sorted groups, as the accuracy experiments train)
-and ``2ranks``
-(torchrun, 2 ranks).
+and ``2ranks`` (torchrun, 2 ranks).
 
 The baseline is SASRec written the way common implementations do it (pmixer/SASRec.pytorch): every training
 sequence left-padded to ``max_len``, ``nn.Embedding`` for items and positions, pre-LN blocks with naive
