@@ -49,5 +49,7 @@ fi
 "${PIP[@]}" "torchx==0.7.0" "torchdata==0.11.0" pyarrow hydra-core tensorboard numpy \
   "torchserve==0.12.0" "torch-model-archiver==0.12.0" \
   pytest pytest-cov ruff
+# research workflow (significance tests, report plots), ANN index, ONNX export of towers
+"${PIP[@]}" scipy matplotlib faiss-cpu onnx onnxruntime
 "${PIP[@]}" --no-deps --no-build-isolation -e .
 .venv/bin/python -c "import torch, fbgemm_gpu, torchrec, torchdata, pyarrow, hydra; print('seqrec environment ready: torch', torch.__version__, '| torchrec', torchrec.__version__)"
