@@ -18,6 +18,7 @@ from trainer.logs import setup_logging
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("trainer.data.prepare", "turn a raw interaction log into a dataset folder"),
     "synth": ("trainer.data.synth", "generate a synthetic interaction log with learnable structure"),
+    "forget": ("trainer.data.forget", "write a new dataset version without the named users' events"),
     "inspect": ("trainer.data.inspect", "print a dataset folder's manifest, lengths, popularity and splits"),
     "train": ("trainer.train", "train a model (Hydra overrides; one process here, torchx for several)"),
     "evaluate": ("trainer.evaluate", "full-ranking evaluation of a trained run on the valid or test split"),

@@ -77,6 +77,8 @@ class Manifest:
             ``cardinality`` counts codes including 0 (unknown), i.e. the embedding table size.
         actions: action names by int8 code (``["view", "cart", "purchase"]``), empty if none.
         created: ISO-8601 UTC timestamp.
+        lineage: for a version derived from another dataset folder (`trainer.data.versions`): ``{"version",
+            "parent", "items_kept", "history"}``; empty for a folder made by `prepare` or `synth` (version 1).
     """
 
     format_version: int
@@ -89,6 +91,7 @@ class Manifest:
     )
     actions: list[str] = dataclasses.field(default_factory=list)
     created: str = ""
+    lineage: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def num_items(self) -> int:
