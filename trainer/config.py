@@ -127,6 +127,9 @@ class TrainerConfig:
     bf16: bool = False
     resume: bool = False
     init_from: str | None = None  # run folder or checkpoint to fine-tune from (weights only)
+    # init_from with a larger catalogue (a `prepare --append-to` version): new item rows start from the model's
+    # init, the old rows' mean, or the mean of old items sharing their categorical features (trainer.growth)
+    init_new_items: str = "model"
     progress: bool = True
     test_at_end: bool = True
 

@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
-from trainer import checkpoint
+from trainer import checkpoint, growth
 from trainer.config import TrainConfig, load_config, resolve_negatives, to_yaml
 from trainer.data.batch import Batch
 from trainer.data.loader import LoaderConfig, build_loader
@@ -168,7 +168,7 @@ class Trainer:
             ckpt = checkpoint.latest_checkpoint(t.init_from)
             if ckpt is None:
                 raise ConfigError(f"trainer.init_from={t.init_from}: no complete checkpoint there")
-            checkpoint.load(ckpt, self.model, None, expect=self._meta_expect())
+            growth.load_grown(ckpt, self.model, self.cfg.data.path, self._meta_expect(), t.init_new_items)
             log.info("initialised weights from %s (fresh optimizers and schedule)", ckpt)
 
     def _init_optimizer_state(self) -> None:
