@@ -70,6 +70,7 @@ class Recommender:
         self.popular_scores = counts[self.popular]
         self.limits = limits or Limits()
         self.max_k = min(self.limits.max_k, len(raw_ids))
+        self.drift: Any = None  # serving.drift.DriftStats, when attached: every answered batch is counted
 
     @classmethod
     def load(cls, folder: str | Path, limits: Limits | None = None) -> Recommender:
@@ -146,6 +147,8 @@ class Recommender:
             if answers[i] is None:
                 rows = self.popular[: request.k]
                 answers[i] = self._answer(rows + 1, self.popular_scores[: request.k], request, fallback=True)
+        if self.drift is not None:
+            self.drift.update(requests, answers)
         return answers  # type: ignore[return-value]
 
     def _score(self, requests: list[Request], group: list[int], exclude: bool, answers: list) -> None:

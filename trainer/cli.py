@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("trainer.train", "train a model (Hydra overrides; one process here, torchx for several)"),
     "evaluate": ("trainer.evaluate", "full-ranking evaluation of a trained run on the valid or test split"),
     "export": ("serving.export", "export a run as an INT8 TorchScript model (+ TorchServe archive with --archive)"),
+    "drift": ("serving.drift", "compare served requests with the training distribution (PSI per statistic)"),
     "serve": ("serving.serve", "start/stop a locked-down TorchServe serving an exported archive"),
 }
 
