@@ -6,9 +6,9 @@ Any server adapter (the TorchServe handler in `serving.handler`, a test, a scrip
     parsed = [service.parse(body) for body in bodies]          # RequestError -> answer 400 for that one
     answers = service.recommend(parsed)                         # one dict per request
 
-A request body is JSON ``{"history": [raw item ids, oldest first], "k": 10, "exclude_seen": true}`` (``k`` and
-``exclude_seen`` optional). Raw ids may be strings or integers (matched by their string form). Unknown ids are
-dropped and listed in ``unknown``; a request with no known item left gets the most popular items
+A request body is JSON ``{"history": [raw item ids, oldest first], "k": 10, "exclude_seen": true, "explain":
+false}`` (all but ``history`` optional; ``explain``: `serving.explain`). Raw ids may be strings or integers
+(matched by their string form). Unknown ids are dropped and listed in ``unknown``; a request with no known item left gets the most popular items
 (``fallback: true``). Loading reads TorchScript and JSON only: no pickles.
 """
 
@@ -23,8 +23,10 @@ import fbgemm_gpu  # noqa: F401  (the TorchScript artefact calls fbgemm ops)
 import numpy as np
 import torch
 
+from serving.explain import add_explanations
+
 MODEL_FILE, ID_MAP_FILE, METADATA_FILE = "model.pt", "id_map.json", "metadata.json"
-FIELDS = ("history", "k", "exclude_seen")
+FIELDS = ("history", "k", "exclude_seen", "explain")
 
 
 class RequestError(ValueError):
@@ -48,6 +50,7 @@ class Request:
     unknown: list[str]
     k: int
     exclude_seen: bool
+    explain: bool = False  # answer with the history items that drove each recommendation (serving.explain)
 
 
 class Recommender:
@@ -121,8 +124,11 @@ class Recommender:
             raise RequestError(f"'k' must be in [1, {self.max_k}], got {k}")
         if not isinstance(exclude_seen, bool):
             raise RequestError(f"'exclude_seen' must be true or false, got {type(exclude_seen).__name__}")
+        explain = body.get("explain", False)
+        if not isinstance(explain, bool):
+            raise RequestError(f"'explain' must be true or false, got {type(explain).__name__}")
         items, unknown = self._history(body.get("history"))
-        return Request(items=items, unknown=unknown, k=k, exclude_seen=exclude_seen)
+        return Request(items=items, unknown=unknown, k=k, exclude_seen=exclude_seen, explain=explain)
 
     def _history(self, history: Any) -> tuple[list[int], list[str]]:
         if not isinstance(history, list):
@@ -149,6 +155,8 @@ class Recommender:
                 answers[i] = self._answer(rows + 1, self.popular_scores[: request.k], request, fallback=True)
         if self.drift is not None:
             self.drift.update(requests, answers)
+        if any(r.explain for r in requests):
+            add_explanations(self, requests, answers)
         return answers  # type: ignore[return-value]
 
     def _score(self, requests: list[Request], group: list[int], exclude: bool, answers: list) -> None:

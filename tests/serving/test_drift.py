@@ -13,16 +13,12 @@ import pytest
 
 from serving.drift import DriftStats, Profile, compare, popularity_buckets, psi, replay
 from serving.drift_cli import build_profile, history_requests, reference_users
-from serving.export import ExportConfig, export_run
 from serving.handler import SeqrecHandler
 from serving.service import Recommender, Request
-from tests.conftest import train_overrides
 from tests.serving.test_handler import FakeContext
 from trainer.cli import main
-from trainer.config import load_config
 from trainer.data.prepare import PrepareConfig, prepare
 from trainer.data.synth import SynthConfig, generate
-from trainer.train import run_training
 
 
 def test_popularity_buckets_hold_equal_training_mass() -> None:
@@ -52,16 +48,6 @@ def test_histograms_and_psi_by_hand() -> None:
     p, q = 0.5 + 1e-4, np.array([0.8, 0.2]) + 1e-4
     assert psi(e, a) == pytest.approx((q[0] - p) * math.log(q[0] / p) + (q[1] - p) * math.log(q[1] / p))
     assert psi(e, e) == pytest.approx(0.0) and math.isnan(psi(e, np.zeros(2)))
-
-
-@pytest.fixture(scope="module")
-def exported(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("drift_run")
-    result = run_training(load_config(train_overrides(tiny_dataset, out, "trainer.run_id=d",
-                                                      "trainer.test_at_end=false")))
-    run = Path(result["run_dir"])
-    export_run(ExportConfig(run=run, output=run / "export", evaluate=False, dense="fp32"))
-    return run
 
 
 def shifted_dataset(root: Path, zipf: float) -> Path:
