@@ -1,7 +1,7 @@
 """Drift statistics of served traffic, and their comparison with the training distribution (population stability).
 
 `DriftStats` keeps running histograms of what the service sees and answers, cheaply (counts per bin, a few numpy
-calls per batch):
+calls per few hundred requests):
 
 * ``history_length``: request history length (log2 bins: 1, 2-3, 4-7, ...);
 * ``unknown_rate``: share of a request's history ids the id map does not know (0, <=5%, <=20%, <=50%, more);
@@ -45,6 +45,7 @@ UNKNOWN_EDGES = np.array([1e-12, 0.05, 0.2, 0.5])  # bin = number of edges < rat
 SCORE_DECILES = np.linspace(0.1, 0.9, 9)
 EPSILON = 1e-4
 DEFAULT_THRESHOLD = 0.2
+FLUSH_REQUESTS = 256  # buffered requests folded into the histograms at once
 STATS = ("history_length", "unknown_rate", "request_popularity", "recommended_popularity", "top_score")
 
 
@@ -75,30 +76,51 @@ class DriftStats:
         sizes = {"history_length": len(HISTORY_EDGES) + 1, "unknown_rate": len(UNKNOWN_EDGES) + 1,
                  "request_popularity": buckets, "recommended_popularity": buckets,
                  "top_score": 0 if score_edges is None else len(score_edges) + 1}
-        self.counts = {name: np.zeros(size, np.int64) for name, size in sizes.items()}
+        self._counts = {name: np.zeros(size, np.int64) for name, size in sizes.items()}
+        self._buffer: dict[str, list] = {key: [] for key in ("known", "unknown", "history", "recommended", "top")}
         self.requests = 0
 
+    @property
+    def counts(self) -> dict[str, np.ndarray]:
+        """The histograms, up to date (buffered values are folded in first)."""
+        self._flush()
+        return self._counts
+
     def update(self, requests: list[Any], answers: list[dict[str, Any]]) -> None:
-        """Add one batch: `serving.service.Request` s and their answers (``items`` raw ids, ``scores``)."""
-        if not requests:
+        """Add one batch: `serving.service.Request` s and their answers (``items`` raw ids, ``scores``).
+
+        Only appends to Python lists (a few microseconds per request); the histograms are updated with numpy
+        every `FLUSH_REQUESTS` requests or when read, so a batch of one does not pay numpy's per-call overhead.
+        """
+        buf = self._buffer
+        for request, answer in zip(requests, answers):
+            buf["known"].append(len(request.items))
+            buf["unknown"].append(len(request.unknown))
+            buf["history"].extend(request.items)
+            buf["recommended"].extend(answer["items"])
+            if answer["scores"] and not answer["fallback"]:
+                buf["top"].append(answer["scores"][0])
+        self.requests += len(requests)
+        if len(buf["known"]) >= FLUSH_REQUESTS:
+            self._flush()
+
+    def _flush(self) -> None:
+        buf = self._buffer
+        if not buf["known"]:
             return
-        known = np.array([len(r.items) for r in requests], dtype=np.int64)
-        unknown = np.array([len(r.unknown) for r in requests], dtype=np.int64)
+        known, unknown = np.asarray(buf["known"], np.int64), np.asarray(buf["unknown"], np.int64)
         total = known + unknown
         self._add("history_length", np.searchsorted(HISTORY_EDGES, total, side="right"))
-        rate = unknown / np.maximum(total, 1)
-        self._add("unknown_rate", np.searchsorted(UNKNOWN_EDGES, rate, side="left"))
-        history = np.fromiter((i for r in requests for i in r.items), np.int64, int(known.sum()))
-        self._add("request_popularity", self.item_bucket[history])
-        recommended = [self.index[raw] for a in answers for raw in a["items"]]
-        self._add("recommended_popularity", self.item_bucket[np.asarray(recommended, dtype=np.int64)])
+        self._add("unknown_rate", np.searchsorted(UNKNOWN_EDGES, unknown / np.maximum(total, 1), side="left"))
+        self._add("request_popularity", self.item_bucket[np.asarray(buf["history"], np.int64)])
+        recommended = np.fromiter(map(self.index.__getitem__, buf["recommended"]), np.int64, len(buf["recommended"]))
+        self._add("recommended_popularity", self.item_bucket[recommended])
         if self.score_edges is not None:
-            top = np.array([a["scores"][0] for a in answers if a["scores"] and not a["fallback"]])
-            self._add("top_score", np.searchsorted(self.score_edges, top, side="right"))
-        self.requests += len(requests)
+            self._add("top_score", np.searchsorted(self.score_edges, np.asarray(buf["top"]), side="right"))
+        self._buffer = {key: [] for key in buf}
 
     def _add(self, name: str, bins: np.ndarray) -> None:
-        counts = self.counts[name]
+        counts = self._counts[name]
         if len(bins) and len(counts):
             counts += np.bincount(bins, minlength=len(counts))[: len(counts)]
 
