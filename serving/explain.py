@@ -7,7 +7,8 @@ when that one item is taken away. It needs nothing from the model but its servin
 so any exported model can be explained), and it is faithful by construction: the item named first is the one
 whose removal lowers the score most. Cost: ``L + 1`` forward passes and ``(L + 1) x N`` scores per request, fine
 for short histories and catalogues up to ~1e5 items; older items than the last `MAX_HISTORY` (and than the
-model's own ``max_len``, which it never reads) get no weight. A one-item history explains itself (weight null).
+model's own ``max_len``, which it never reads) get no weight, and so do all but the last ``MAX_SCORES / N - 1``
+when the catalogue is larger than ~650k items. A one-item history explains itself (weight null).
 
 A request asks for it with ``"explain": true``; its answer then has ``"explanations"``: one entry per
 recommended item, ``{"item": raw id, "because": [{"item": raw id, "position": int, "weight": float}, ...]}``,
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 
 MAX_HISTORY = 50
+MAX_SCORES = 1 << 25  # (L + 1) x N scores per request at most: large catalogues explain fewer recent items
 TOP = 3
 
 
@@ -48,7 +50,7 @@ def add_explanations(service: Any, requests: list[Any], answers: list[dict[str, 
 
 
 def _explain_one(service: Any, request: Any, answer: dict[str, Any], top: int) -> list[dict[str, Any]]:
-    history = request.items[-MAX_HISTORY:]
+    history = request.items[-max(1, min(MAX_HISTORY, MAX_SCORES // len(service.raw_ids) - 1)):]
     first = len(request.items) - len(history)  # position of history[0] in the request's known items
     recommended = [service.index[raw] for raw in answer["items"]]
     raw = service.raw_ids

@@ -119,6 +119,11 @@ def format_report(summary: dict[str, Any]) -> str:
     lines.append("filters:")
     lines += [f"  {name:<12} {json.dumps(value, sort_keys=True)}" for name, value in manifest["filters"].items()]
     lines.append(f"split: {json.dumps(manifest['split'], sort_keys=True)}")
+    if manifest.get("lineage"):
+        lineage = manifest["lineage"]
+        steps = ", ".join(step["operation"] for step in lineage["history"])
+        lines.append(f"version {lineage['version']} of {lineage['parent']['path']} ({steps}; the first "
+                     f"{lineage['items_kept']:,} items keep their index)")
     split = summary["split"]
     lines.append(f"  train interactions {split['train_interactions']:,}; validation targets "
                  f"{split['valid_targets']:,} ({split['users_with_valid']:,} users); test targets "
