@@ -56,7 +56,8 @@ def load_grown(ckpt: Path, model: nn.Module, dataset: str | Path, expect: dict[s
         return
     rest = {k: v for k, v in expect.items() if k != "num_items"}
     _check(ckpt, meta, rest)
-    old_items = int(meta.get("num_items", 0))
+    # meta.json's item count, else the table's rows less the padding row (row 0)
+    old_items = int(meta.get("num_items", next(iter(grown.values()))[0] - 1))
     _check_item_prefix(ckpt, dataset, old_items)
     kept = {k: v for k, v in state.items() if k not in grown}
     old = {k: torch.empty(size, dtype=state[k].dtype) for k, size in grown.items()}

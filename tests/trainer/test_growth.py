@@ -80,6 +80,17 @@ def test_checkpoint_loads_into_a_larger_catalogue_with_old_rows_equal(versions, 
     assert not torch.equal(fresh[: old_items + 1], old_table)
 
 
+def test_unsharded_tables_grow_too(versions, tmp_path: Path) -> None:
+    v1, v2, _ = versions
+    base = run_training(load_config(train_overrides(v1, tmp_path, "trainer.run_id=base", "trainer.max_steps=3",
+                                                    "trainer.test_at_end=false", "trainer.sharding=replicated")))
+    replicated = ("trainer.sharding=replicated", f"trainer.init_from={base['run_dir']}")
+    (key, old), = tables_after_init(v1, tmp_path, "trainer.run_id=same", *replicated).items()
+    grown = tables_after_init(v2, tmp_path, "trainer.run_id=grown", *replicated, "trainer.init_new_items=mean")[key]
+    assert torch.equal(grown[: old.shape[0]], old)
+    assert torch.allclose(grown[old.shape[0]:], old[1:].mean(0).expand(grown.shape[0] - old.shape[0], -1))
+
+
 def test_new_rows_from_item_features(versions, tmp_path: Path) -> None:
     v1, v2, _ = versions
     old_items = read_manifest(v1).num_items
