@@ -10,7 +10,9 @@ lineage (`trainer.data.versions`).
 The parent's filters are applied to the new events: min-rating, the dedupe policy (over the merged history,
 so a repeat of an old event is caught) and the short-user policy. K-core filtering is not re-applied: it would
 remove indexed items. A time split with fractions is recomputed over the merged time range; fixed cuts are kept
-unless --valid-cut/--test-cut give new ones. New items and users get feature code 0 (unknown).
+unless --valid-cut/--test-cut give new ones. New items' and users' side features are coded like the parent's when
+the new log's reader has them and the parent's codes can be reproduced from it, else 0 (unknown)
+(`trainer.data.version_features`).
 
 Example:
   seqrec synth --output data/day2 --users 3000 --seed 2 && seqrec synth --output data/day1 --users 2000 --seed 1
@@ -36,6 +38,7 @@ from trainer.data import versions
 from trainer.data.readers import open_reader
 from trainer.data.readers.base import RawLog, sha256_file
 from trainer.data.schema import Manifest
+from trainer.data.version_features import code_new_rows
 from trainer.data.versions import Events, NewVersion, Version
 from trainer.data.vocab import Vocabulary
 from trainer.errors import ConfigError, DataError
@@ -80,16 +83,19 @@ def append(config: AppendConfig, raw: RawLog | None = None) -> Manifest:
     merged = versions.sort_events(Events.concat(parent.events, new))
     cuts = _cuts(parent, config, merged)
     merged = _dedupe(merged, parent, counts)
-    merged, users = _short_users(merged, parent, encoder.users, cuts, counts)
-    merged, items = _compact_items(merged, parent, encoder.items)
+    features: dict[str, Any] = {}
+    merged, users = _short_users(merged, parent, encoder.users, cuts, counts, raw.user_features, features)
+    merged, items = _compact_items(merged, parent, encoder.items, raw.item_features, features)
     split = _split_entry(parent.manifest.split, cuts, recomputed=config.valid_cut is None)
     operation = {"operation": "append", "source": source, "new_users": users.num_rows - parent.users.num_rows,
                  "new_items": items.num_rows - parent.items.num_rows, "items_kept": parent.manifest.num_items,
-                 "users_kept": _users_kept(parent, users), **counts}
+                 "users_kept": _users_kept(parent, users),
+                 "features": {kind: status for kind, (_, status) in features.items()}, **counts}
     manifest = versions.write_version(
         NewVersion(parent=parent, items=items, users=users, events=merged, split=split, operation=operation,
                    counts={"appended_events": counts["events_read"] - counts["removed_min_rating"]},
-                   source=parent.manifest.source, actions=encoder.actions.names()),
+                   source=parent.manifest.source, actions=encoder.actions.names(),
+                   features={kind: specs for kind, (specs, _) in features.items()}),
         config.output, overwrite=config.overwrite,
     )
     log.info("version %d: +%d users, +%d items, %d interactions", manifest.lineage["version"],
@@ -150,7 +156,7 @@ def _dedupe(events: Events, parent: Version, counts: dict[str, int]) -> Events:
 
 
 def _short_users(events: Events, parent: Version, users: Vocabulary, cuts: tuple[int, int] | None,
-                 counts: dict[str, int]) -> tuple[Events, pa.Table]:
+                 counts: dict[str, int], side: pa.Table | None, features: dict[str, Any]) -> tuple[Events, pa.Table]:
     """Apply the parent's short-user policy; return the events over compact user indices and users.parquet."""
     num = len(users)
     length, train_end, _ = versions.split_positions(events, num, cuts)
@@ -166,14 +172,16 @@ def _short_users(events: Events, parent: Version, users: Vocabulary, cuts: tuple
     old = parent.users.num_rows
     kept = np.flatnonzero(keep_user)
     table = parent.users.take(pa.array(kept[kept < old]))
-    added = versions.new_rows(parent.users, users.raw_ids().take(pa.array(kept[kept >= old])), table.num_rows,
-                              "user_idx")
+    new_ids = users.raw_ids().take(pa.array(kept[kept >= old]))
+    added = versions.new_rows(parent.users, new_ids, table.num_rows, "user_idx",
+                              _features(parent, "users", side, new_ids, features))
     table = pa.concat_tables([table.set_column(0, "user_idx", pa.array(np.arange(table.num_rows), pa.int32())),
                               added])
     return events, table
 
 
-def _compact_items(events: Events, parent: Version, items: Vocabulary) -> tuple[Events, pa.Table]:
+def _compact_items(events: Events, parent: Version, items: Vocabulary, side: pa.Table | None,
+                   features: dict[str, Any]) -> tuple[Events, pa.Table]:
     """Keep every parent item (its index is the contract); new items only if an event still names them."""
     old = parent.items.num_rows
     seen = np.bincount(events.item, minlength=len(items) + 1)[1:] > 0
@@ -181,8 +189,20 @@ def _compact_items(events: Events, parent: Version, items: Vocabulary) -> tuple[
     index = np.r_[0, np.cumsum(keep)].astype(np.int32)  # old item_idx -> new item_idx
     events.item = index[events.item]
     new_codes = np.flatnonzero(keep[old:]) + old
-    added = versions.new_rows(parent.items, items.raw_ids().take(pa.array(new_codes)), old + 1, "item_idx")
+    new_ids = items.raw_ids().take(pa.array(new_codes))
+    added = versions.new_rows(parent.items, new_ids, old + 1, "item_idx",
+                              _features(parent, "items", side, new_ids, features))
     return events, pa.concat_tables([parent.items, added])
+
+
+def _features(parent: Version, kind: str, side: pa.Table | None, new_ids: pa.Array,
+              out: dict[str, Any]) -> dict[str, pa.Array]:
+    """Code the new rows' features like the parent's; record the specs and statuses in ``out[kind]``."""
+    table = parent.items if kind == "items" else parent.users
+    specs = parent.manifest.features.get(kind, {})
+    columns, new_specs, status = code_new_rows(table, specs, side, kind[:-1], new_ids)
+    out[kind] = (new_specs, status)
+    return columns
 
 
 def _users_kept(parent: Version, users: pa.Table) -> int:

@@ -135,6 +135,7 @@ class NewVersion:
         counts: extra manifest counts (what the step added or removed).
         source: the manifest's source entry.
         actions: action names by code.
+        features: the manifest's feature specs (default: the parent's).
     """
 
     parent: Version
@@ -146,6 +147,7 @@ class NewVersion:
     counts: dict[str, int]
     source: dict[str, Any]
     actions: list[str]
+    features: dict[str, dict[str, dict[str, Any]]] | None = None
 
 
 def write_version(new: NewVersion, output: str | Path, overwrite: bool = False) -> Manifest:
@@ -163,7 +165,7 @@ def write_version(new: NewVersion, output: str | Path, overwrite: bool = False) 
         counts={"users": num_users, "items": num_items, "interactions": int(length.sum()),
                 "train_interactions": int(train_end.sum()), "valid_targets": int((valid_end - train_end).sum()),
                 "test_targets": int((length - valid_end).sum()), **new.counts},
-        filters=new.parent.manifest.filters, split=new.split, features=new.parent.manifest.features,
+        filters=new.parent.manifest.filters, split=new.split, features=new.features or new.parent.manifest.features,
         actions=new.actions, created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         lineage=_lineage(new.parent, new.operation),
     )
@@ -215,12 +217,10 @@ def default_output(folder: str | Path) -> Path:
     return folder.with_name(f"{base}-v{int(lineage['version']) + 1}")
 
 
-def new_rows(table: pa.Table, raw_ids: pa.Array, first_index: int, key: str) -> pa.Table:
-    """Rows for new ids of a side table: index ``first_index``.., their raw ids, every feature unknown (0).
-
-    Feature vocabularies are not stored in a dataset folder, so a new item's or user's features cannot be coded
-    consistently with its parent's; 0 (unknown) is the value every feature table reserves for that.
-    """
+def new_rows(table: pa.Table, raw_ids: pa.Array, first_index: int, key: str,
+             features: dict[str, pa.Array] | None = None) -> pa.Table:
+    """Rows for new ids of a side table: index ``first_index``.., their raw ids, and the given feature columns
+    (`trainer.data.version_features`); every other feature is unknown (0)."""
     count = len(raw_ids)
     columns = {}
     for field in table.schema:
@@ -228,6 +228,8 @@ def new_rows(table: pa.Table, raw_ids: pa.Array, first_index: int, key: str) -> 
             columns[key] = pa.array(np.arange(first_index, first_index + count), field.type)
         elif field.name == "raw_id":
             columns["raw_id"] = raw_ids.cast(field.type)
+        elif features and field.name in features:
+            columns[field.name] = features[field.name].cast(field.type)
         elif pa.types.is_list(field.type):
             columns[field.name] = pa.array([[0]] * count, field.type)
         else:

@@ -106,8 +106,10 @@ def test_cli_appends_a_synthetic_log_with_actions(tmp_path: Path, capsys) -> Non
     old = pq.read_table(tmp_path / "v1" / "items.parquet")
     new = pq.read_table(tmp_path / "v2" / "items.parquet")
     assert new["raw_id"].to_pylist()[: old.num_rows] == old["raw_id"].to_pylist()
-    assert new.schema.equals(old.schema)  # features kept as columns; new items coded 0 (unknown)
+    assert new.schema.equals(old.schema)
     manifest = json.loads((tmp_path / "v2" / "manifest.json").read_text())
+    # another seed draws other categories for the same item ids: the parent's codes cannot be reproduced
+    assert manifest["lineage"]["history"][0]["features"]["items"]["category"].startswith("unknown")
     assert manifest["actions"][: 3] == json.loads((tmp_path / "v1" / "manifest.json").read_text())["actions"]
     seq = pq.read_table(tmp_path / "v2" / "sequences.parquet")
     assert "actions" in seq.column_names and seq.num_rows == 300
@@ -117,3 +119,40 @@ def test_cli_appends_a_synthetic_log_with_actions(tmp_path: Path, capsys) -> Non
                  str(tmp_path / "v3"), "--kcore", "5"])
     assert code == 2 and "--kcore is not re-applied" in capsys.readouterr().err
     assert not (tmp_path / "v3").exists()
+
+
+def test_new_items_and_users_get_the_parents_feature_codes(shared_data: Path, tmp_path: Path) -> None:
+    """MovieLens-100K cut in time: the later log's new movies and users are coded like a full prepare codes them."""
+    import pyarrow as pa
+
+    from trainer.data.prepare import PrepareConfig, prepare
+    from trainer.data.readers import open_reader
+    from trainer.data.readers.base import RawLog
+
+    raw = open_reader("movielens", shared_data / "movielens-100k")
+    events = pa.Table.from_batches(list(raw.events()))
+    cut = int(np.quantile(events["timestamp"].to_numpy(), 0.7))
+    early = pa.array(events["timestamp"].to_numpy() < cut)
+
+    def part(mask: pa.Array | None) -> RawLog:
+        table = events if mask is None else events.filter(mask)
+        return RawLog(raw.format, raw.files, lambda: iter(table.to_batches()), raw.item_features, raw.user_features)
+
+    source = shared_data / "movielens-100k"
+    prepare(PrepareConfig(format="movielens", input=source, output=tmp_path / "v1", short_users="drop"), part(early))
+    append(AppendConfig(parent=tmp_path / "v1", format="movielens", input=source, output=tmp_path / "v2"),
+           part(pa.compute.invert(early)))
+    prepare(PrepareConfig(format="movielens", input=source, output=tmp_path / "full", short_users="drop"), part(None))
+    v1 = pq.read_table(tmp_path / "v1" / "items.parquet")
+    v2, full = (pq.read_table(tmp_path / name / "items.parquet") for name in ("v2", "full"))
+    new = v2.slice(v1.num_rows)
+    assert new.num_rows > 20
+    by_raw = dict(zip(full["raw_id"].to_pylist(), full["genres"].to_pylist()))
+    assert new["genres"].to_pylist() == [by_raw[r] for r in new["raw_id"].to_pylist()]  # same 19-genre vocabulary
+    assert all(g != [0] for g in new["genres"].to_pylist())
+    status = schema.read_manifest(tmp_path / "v2").lineage["history"][0]["features"]
+    assert status["items"]["genres"].startswith("coded")
+    assert status["users"]["gender"].startswith("coded") and status["users"]["occupation"].startswith("coded")
+    users1, users2 = (pq.read_table(tmp_path / name / "users.parquet") for name in ("v1", "v2"))
+    new_users = users2.slice(users1.num_rows)
+    assert new_users.num_rows > 10 and all(code > 0 for code in new_users["age"].to_pylist())
