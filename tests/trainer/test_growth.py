@@ -102,7 +102,10 @@ def test_new_rows_from_item_features(versions, tmp_path: Path) -> None:
     featured.mkdir()
     for name in ("manifest.json", "users.parquet", "sequences.parquet"):
         (featured / name).write_bytes((v2 / name).read_bytes())
-    pq.write_table(items.set_column(items.schema.get_field_index("category"), "category", pa.array(category)),
+    price = items["price"].to_numpy().copy()
+    price[old_items:] = 0  # unknown: only the category speaks for the new items
+    items = items.set_column(items.schema.get_field_index("category"), "category", pa.array(category))
+    pq.write_table(items.set_column(items.schema.get_field_index("price"), "price", pa.array(price)),
                    featured / "items.parquet")
     base = run_training(load_config(train_overrides(v1, tmp_path, "trainer.run_id=base", "trainer.max_steps=4",
                                                     "trainer.test_at_end=false")))
