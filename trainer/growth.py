@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 import torch.distributed.checkpoint as dcp
@@ -147,23 +148,44 @@ def _new_rows(old: torch.Tensor, rows: int, dataset: str | Path, how: str) -> to
 
 
 def _feature_means(real: torch.Tensor, count: int, dataset: Path, fallback: torch.Tensor) -> torch.Tensor:
-    """Per new item: the mean over its categorical features of the mean row of old items with the same code."""
+    """Per new item: the mean over its features of the mean row of the old items sharing its code(s).
+
+    Single-valued features (categorical, bucket) and multi-valued ones (an item with several genres counts for
+    each) alike; code 0 (unknown) is no evidence, and an item without any match gets ``fallback``.
+    """
     items = pq.read_table(dataset / schema.ITEMS)
     old, total = real.shape[0], torch.zeros_like(fallback)
     matched = torch.zeros(count, 1, dtype=real.dtype)
     for field in items.schema:
-        if field.name in ("item_idx", "raw_id", "popularity") or not pa.types.is_integer(field.type):
+        if field.name in ("item_idx", "raw_id", "popularity"):
             continue
-        codes = torch.from_numpy(items[field.name].to_numpy().astype(np.int64))
-        width = int(codes.max()) + 1
-        sums = torch.zeros(width, real.shape[1], dtype=real.dtype).index_add_(0, codes[:old], real)
-        counts = torch.bincount(codes[:old], minlength=width).to(real.dtype)
+        rows, codes = _flat_codes(items[field.name].combine_chunks())
+        if codes is None:
+            continue
+        width = int(codes.max()) + 1 if len(codes) else 1
+        is_old = rows < old
+        sums = torch.zeros(width, real.shape[1], dtype=real.dtype).index_add_(0, codes[is_old], real[rows[is_old]])
+        counts = torch.bincount(codes[is_old], minlength=width).to(real.dtype)
         counts[0] = 0  # code 0 = unknown: no evidence
-        new_codes = codes[old: old + count]
-        hit = counts[new_codes] > 0
-        total[hit] += sums[new_codes[hit]] / counts[new_codes[hit]].unsqueeze(1)
-        matched[hit] += 1
+        is_new = (rows >= old) & (rows < old + count) & (counts[codes] > 0)
+        means = sums[codes[is_new]] / counts[codes[is_new]].unsqueeze(1)
+        target = rows[is_new] - old
+        per_item = torch.zeros_like(total).index_add_(0, target, means)
+        hits = torch.bincount(target, minlength=count).to(real.dtype).unsqueeze(1)
+        total += torch.where(hits > 0, per_item / hits.clamp(min=1), torch.zeros_like(per_item))
+        matched += (hits > 0).to(real.dtype)
     return torch.where(matched > 0, total / matched.clamp(min=1), fallback)
+
+
+def _flat_codes(column: pa.Array) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(row of each code, code) of an int32 feature column or list<int32>; codes None for other columns."""
+    if pa.types.is_list(column.type) and pa.types.is_integer(column.type.value_type):
+        lengths = torch.from_numpy(pc.list_value_length(column).fill_null(0).to_numpy().astype(np.int64))
+        codes = torch.from_numpy(pc.list_flatten(column).to_numpy().astype(np.int64))
+        return torch.repeat_interleave(torch.arange(len(column)), lengths), codes
+    if pa.types.is_integer(column.type):
+        return torch.arange(len(column)), torch.from_numpy(column.to_numpy().astype(np.int64))
+    return torch.zeros(0, dtype=torch.int64), None
 
 
 def _write_rows(live: Any, old: torch.Tensor, new: torch.Tensor | None) -> None:

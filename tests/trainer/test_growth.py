@@ -128,3 +128,17 @@ def test_a_dataset_with_other_item_ids_is_refused(versions, tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="init_new_items"):
         tables_after_init(v1, tmp_path, "trainer.run_id=bad2", f"trainer.init_from={base['run_dir']}",
                           "trainer.init_new_items=zeros")
+
+
+def test_multi_valued_features_average_over_each_code(tmp_path: Path) -> None:
+    from trainer.growth import _feature_means
+
+    genres = pa.array([[1], [1, 2], [2], [2], [1, 2], [0]], pa.list_(pa.int32()))
+    pq.write_table(pa.table({"item_idx": pa.array(range(1, 7), pa.int32()), "raw_id": list("abcdef"),
+                             "popularity": [1] * 6, "genres": genres}), tmp_path / "items.parquet")
+    old = torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0]])  # rows of items a, b, c
+    fallback = torch.full((3, 2), -9.0)
+    rows = _feature_means(old, 3, tmp_path, fallback)
+    genre1, genre2 = old[[0, 1]].mean(0), old[[1, 2]].mean(0)
+    assert torch.allclose(rows[0], genre2) and torch.allclose(rows[1], (genre1 + genre2) / 2)
+    assert torch.equal(rows[2], fallback[2])  # only the unknown code: no evidence
