@@ -70,7 +70,7 @@ def train_losses(name: str, steps: int = STEPS) -> list[float]:
         loss, _ = model(data)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return losses
 
 

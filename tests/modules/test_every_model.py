@@ -37,7 +37,7 @@ def test_trains_with_finite_gradients_and_falling_loss(name: str) -> None:
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         assert grads and all(torch.isfinite(g).all() for g in grads)
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert {"loss", "num_targets", "num_sequences"} <= set(logs)
     assert all(map(torch.isfinite, torch.tensor(losses)))
     assert sum(losses[-5:]) < 0.8 * sum(losses[:5]), losses
