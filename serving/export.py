@@ -118,7 +118,7 @@ def load_trained(run: str | Path, checkpoint: str | None = None) -> TrainedRun:
     manifest = read_manifest(cfg.data.path)
     if read_meta(ckpt).get("num_items", manifest.num_items) != manifest.num_items:
         raise ConfigError(f"{ckpt}: checkpoint and dataset {cfg.data.path} disagree on the number of items")
-    model = build_model(cfg.model, manifest.num_items, cfg.data.max_len, torch.device("cpu"))  # any registered model
+    model = build_model(cfg.model, manifest.num_items, cfg.data.max_len, torch.device("cpu"), cfg.data.path)
     state = {"model": model.state_dict()}
     try:
         dcp.load(state, checkpoint_id=str(ckpt), planner=DefaultLoadPlanner(allow_partial_load=True))

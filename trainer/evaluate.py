@@ -235,7 +235,8 @@ def run(args: Any) -> int:
     try:
         manifest = read_manifest(cfg.data.path)
         model = shard_model(
-            build_model(cfg.model, manifest.num_items, cfg.data.max_len, torch.device("meta")), env, cfg.optim
+            build_model(cfg.model, manifest.num_items, cfg.data.max_len, torch.device("meta"), cfg.data.path),
+            env, cfg.optim,
         )
         checkpoint.load(ckpt, model, None, expect={"model": cfg.model.name, "num_items": manifest.num_items})
         task = task_of(cfg.model)
