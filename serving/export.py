@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from serving import quantize
+from serving.ann import ANN_KINDS, AnnConfig, build_index, recall_against_exact, write_index
 from serving.archive import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS
 from serving.inference import Retriever, retriever_of, save_compact, script
 from serving.service import ID_MAP_FILE, METADATA_FILE, MODEL_FILE
@@ -69,6 +70,7 @@ class ExportConfig:
     prune_layers: tuple[str, ...] = ("linear",)
     evaluate: bool = True
     archive: bool = False
+    ann: str = "hnsw"  # ANN index over the item matrix (serving.ann): flat | hnsw | ivf | none
     batch_size: int = DEFAULT_BATCH_SIZE
     max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS
 
@@ -81,6 +83,8 @@ class ExportConfig:
         unknown = sorted(set(self.prune_layers) - set(quantize.PRUNE_LAYERS))
         if unknown:
             raise ConfigError(f"--prune-layers: unknown {unknown}; choose among {list(quantize.PRUNE_LAYERS)}")
+        if self.ann not in (*ANN_KINDS, "none"):
+            raise ConfigError(f"--ann must be one of {', '.join((*ANN_KINDS, 'none'))}, got {self.ann!r}")
         if self.batch_size < 1 or self.max_batch_delay_ms < 0:
             raise ConfigError("--batch-size must be >= 1 and --max-batch-delay-ms >= 0")
 
@@ -286,6 +290,8 @@ def export_retrieval(trained: TrainedRun, config: ExportConfig) -> dict[str, Any
         meta["latency_threads"] = quantize.SERVING_THREADS  # as a serving worker runs it
         if config.evaluate:
             meta["metrics"] = _metrics(fp32, variant, cfg)
+        if config.ann != "none":
+            meta["ann"] = _ann_index(fp32, cfg, tmp, AnnConfig(kind=config.ann))
         write_id_map(cfg.data.path, tmp, num_items)
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         if config.archive:
@@ -310,6 +316,25 @@ def _sizes(file_bytes: int, fp32_file_bytes: int, variant: nn.Module, fp32: nn.M
         "tensor_ratio": fp32_tensor_bytes / tensor_bytes,
         "table_ratio": _rows_bytes(fp32) / _rows_bytes(variant),
     }
+
+
+def _ann_index(module: Retriever, cfg: Any, folder: Path, ann: AnnConfig, max_queries: int = 2000) -> dict:
+    """Build and save the ANN index over the fp32 item matrix; its recall against exact search on the query
+    vectors of up to ``max_queries`` validation users."""
+    from trainer.data.loader import LoaderConfig, build_loader
+
+    with torch.inference_mode():
+        one = torch.ones(1, dtype=torch.int64)
+        items = module.encode_and_catalogue(one, one, one)[1].numpy()
+        loader_cfg = LoaderConfig(kind="last", split="valid", batch_size=256, max_len=cfg.data.max_len, shuffle=False)
+        adapter, queries = _EvalAdapter(module), []
+        for batch in build_loader(cfg.data.path, loader_cfg):
+            queries.append(adapter.encode(batch))
+            if sum(len(q) for q in queries) >= max_queries:
+                break
+    index = build_index(items, ann)
+    quality = recall_against_exact(index, items, torch.cat(queries)[:max_queries].numpy(), ann.k)
+    return {"kind": ann.kind, "file": write_index(index, folder).name, "items": len(items), **quality}
 
 
 def _rows_bytes(module: Retriever) -> int:
@@ -347,6 +372,11 @@ def _summary(meta: dict[str, Any]) -> str:
         m = meta["metrics"]
         lines.append(f"  NDCG@10 (valid): fp32 {m['fp32_ndcg@10']:.4f}, exported {m['exported_ndcg@10']:.4f} "
                      f"({m['relative_change']:+.2%})")
+    if "ann" in meta:
+        a = meta["ann"]
+        recall = next(v for key, v in a.items() if key.startswith("recall@"))
+        lines.append(f"  ANN index ({a['kind']}, {a['file']}): recall@{min(100, a['items'])} vs exact {recall:.4f}, "
+                     f"{a['ann_ms_per_query']:.3f} vs {a['exact_ms_per_query']:.3f} ms per query")
     if "archive" in meta:
         lines.append(f"  archive: {meta['output']}/{Path(meta['archive']).name}")
     return "\n".join(lines)
@@ -367,6 +397,9 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--prune-layers", default="linear", help="comma-separated: linear,embedding")
     parser.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the NDCG comparison")
     parser.add_argument("--archive", action="store_true", help="also build a TorchServe .mar")
+    parser.add_argument("--ann", choices=(*ANN_KINDS, "none"), default="hnsw",
+                        help="ANN index over the item matrix saved as items.faiss, its recall vs exact search "
+                        "recorded (default hnsw; none: skip)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="TorchServe server-side batch size (the default measured best here, docs/benchmarks.md)")
     parser.add_argument("--max-batch-delay-ms", type=int, default=DEFAULT_MAX_BATCH_DELAY_MS,
@@ -386,6 +419,7 @@ def run(args: Any) -> int:
         prune_layers=tuple(x.strip() for x in args.prune_layers.split(",") if x.strip()),
         evaluate=args.evaluate,
         archive=args.archive,
+        ann=args.ann,
         batch_size=args.batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
     )
