@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import train_overrides
+from tests.modules.model_zoo import retrieval_models
 from trainer.config import load_config
 from trainer.data.append import AppendConfig, append
 from trainer.data.prepare import PrepareConfig, prepare
@@ -35,11 +36,17 @@ def versions(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
     return root / "v1", root / "v2", root / "other"
 
 
+def overrides(dataset: Path, out: Path, *extra: str) -> list[str]:
+    """The tiny training overrides; with another ``model=`` its own dropout default (not every encoder has one)."""
+    chosen = train_overrides(dataset, out, *extra)
+    return [o for o in chosen if "encoder.dropout" not in o] if any(o.startswith("model=") for o in extra) else chosen
+
+
 def tables_after_init(dataset: Path, out: Path, *extra: str) -> dict[str, torch.Tensor]:
     """Every embedding table of a Trainer's model right after it loaded its initial state (world size 1)."""
     env = init_distributed()
     try:
-        trainer = Trainer(load_config(train_overrides(dataset, out, *extra)), env)
+        trainer = Trainer(load_config(overrides(dataset, out, *extra)), env)
         state = trainer.model.state_dict()
         return {key: _full(state[key]) for key in table_keys(trainer.model, state)}
     finally:
@@ -78,6 +85,22 @@ def test_checkpoint_loads_into_a_larger_catalogue_with_old_rows_equal(versions, 
     # a dense layer was loaded too (the same as in the checkpoint), not left at its fresh init
     fresh = tables_after_init(v2, tmp_path, "trainer.run_id=fresh")[key]
     assert not torch.equal(fresh[: old_items + 1], old_table)
+
+
+@pytest.mark.parametrize("name", retrieval_models())
+def test_every_retrieval_model_fine_tunes_into_the_grown_catalogue(name: str, versions, tmp_path: Path) -> None:
+    v1, v2, _ = versions
+    model = [f"model={name}"]
+    base = run_training(load_config(overrides(v1, tmp_path, "trainer.run_id=base", "trainer.max_steps=3",
+                                              "trainer.test_at_end=false", *model)))
+    init = f"trainer.init_from={base['run_dir']}"
+    old = tables_after_init(v1, tmp_path, "trainer.run_id=same", init, *model)
+    grown = tables_after_init(v2, tmp_path, "trainer.run_id=grown", init, *model)
+    assert set(grown) == set(old) and old
+    item_rows = read_manifest(v1).num_items + 1
+    assert any(grown[k].shape[0] > old[k].shape[0] == item_rows for k in old)  # an item table grew
+    for key, table in old.items():
+        assert torch.equal(grown[key][: table.shape[0]], table), key
 
 
 def test_unsharded_tables_grow_too(versions, tmp_path: Path) -> None:
