@@ -8,6 +8,11 @@ client sees) and in batches of 16 (what server-side batching hands the handler),
 intra-op thread. Each request is timed with the statistics on and off in alternating order, so both see the same
 machine state; the ratio of the percentiles is the figure to read. ``--explain`` also times ``"explain": true``
 (leave-one-out over the history) against a plain request.
+
+Detection: PSI of held-out users of the run's dataset (not in the reference profile) and of the users of
+``--shifted DATASET`` (another dataset over the same item ids, e.g. the same generator with another popularity
+exponent). Without ``--run`` the script trains its own synthetic run (``seqrec synth --users 3000 --items 5000
+--seed 1``, Zipf 0.9) and makes the shifted dataset itself with ``--shift-zipf`` (default 0.3).
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ sys.path.insert(0, str(REPO))
 
 from bench_serving import train_small_run  # noqa: E402  (scripts/ is this script's own folder)
 
-from serving.drift_cli import build_profile, dataset_of, history_requests  # noqa: E402
+from serving.drift import compare, format_report, replay  # noqa: E402
+from serving.drift_cli import build_profile, dataset_of, history_requests, reference_users  # noqa: E402
 from serving.service import Recommender  # noqa: E402
 
 
@@ -59,12 +65,17 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=400, help="distinct requests (default 400)")
     parser.add_argument("--repeats", type=int, default=5, help="passes over the requests (default 5)")
     parser.add_argument("--explain", action="store_true", help="also time explain=true against plain requests")
+    parser.add_argument("--shifted", type=Path, help="dataset folder whose users' histories are a shifted log")
+    parser.add_argument("--shift-zipf", type=float, default=0.3, help="popularity exponent of the shifted log "
+                        "made when the script trains its own run (default 0.3; the run's is 0.9)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    run = args.run
+    run, shifted = args.run, args.shifted
     if run is None:
-        run = train_small_run(Path(tempfile.mkdtemp(prefix="bench-drift-")))
+        root = Path(tempfile.mkdtemp(prefix="bench-drift-"))
+        run = train_small_run(root)
         subprocess.run([sys.executable, "-m", "trainer.cli", "export", str(run)], check=True, cwd=REPO)
+        shifted = shifted or shifted_dataset(root, args.shift_zipf)
     export = run / "export"
     service = Recommender.load(export)
     service.warm_up(16)
@@ -87,7 +98,24 @@ def main() -> int:
                 service.recommend([request])
                 times[name].append(time.perf_counter() - start)
         report("explain", {k: np.asarray(v) for k, v in times.items()}, "explain", "plain")
+    held_out = np.setdiff1d(np.arange(len(history_requests(dataset))), reference_users(dataset, 1000))
+    for name, bodies in (("held-out users", history_requests(dataset, held_out[:2000])),
+                         (f"shifted ({shifted})", history_requests(shifted) if shifted else [])):
+        if bodies:
+            stats = profile.stats(service)
+            replay(service, bodies, stats)
+            print(f"{name}:\n" + format_report(compare(profile, stats), profile.threshold, stats.requests))
     return 0
+
+
+def shifted_dataset(root: Path, zipf: float) -> Path:
+    """The small run's generator (same seed and catalogue, see bench_serving.train_small_run), another Zipf."""
+    py = sys.executable
+    subprocess.run([py, "-m", "trainer.cli", "synth", "--output", str(root / "raw-shift"), "--users", "3000",
+                    "--items", "5000", "--seed", "1", "--zipf", str(zipf)], check=True, cwd=REPO)
+    subprocess.run([py, "-m", "trainer.cli", "prepare", "--format", "synthetic", str(root / "raw-shift"),
+                    str(root / "shifted")], check=True, cwd=REPO)
+    return root / "shifted"
 
 
 if __name__ == "__main__":

@@ -107,10 +107,9 @@ def main() -> int:
     featured = train("finetune-features", args.work, v2, *tune, f"trainer.epochs={args.finetune_epochs}",
                      f"optim.lr={args.finetune_lr}", f"optim.sparse_lr={args.finetune_sparse_lr}",
                      "trainer.init_new_items=features")
-    print(f"fine-tune / retrain: NDCG@10 {finetune['test_ndcg@10'] / retrain['test_ndcg@10']:.3f}x, wall time "
-          f"{finetune['seconds'] / retrain['seconds']:.3f}x; stale / retrain NDCG@10 "
-          f"{stale['test_ndcg@10'] / retrain['test_ndcg@10']:.3f}x; fine-tune with feature-initialised new items / "
-          f"retrain NDCG@10 {featured['test_ndcg@10'] / retrain['test_ndcg@10']:.3f}x")
+    for row in (finetune, stale, featured):
+        ratio = (row["test_ndcg@10"] or float("nan")) / retrain["test_ndcg@10"]
+        print(f"{row['run']} / retrain: test NDCG@10 {ratio:.3f}x, wall time {row['seconds'] / retrain['seconds']:.3f}x")
     return 0
 
 
