@@ -12,7 +12,8 @@ machine state; the ratio of the percentiles is the figure to read. ``--explain``
 Detection: PSI of held-out users of the run's dataset (not in the reference profile) and of the users of
 ``--shifted DATASET`` (another dataset over the same item ids, e.g. the same generator with another popularity
 exponent). Without ``--run`` the script trains its own synthetic run (``seqrec synth --users 3000 --items 5000
---seed 1``, Zipf 0.9) and makes the shifted dataset itself with ``--shift-zipf`` (default 0.3).
+--seed 1``, Zipf 0.9; ``--tiny``: the tests' tiny run) and makes the shifted datasets itself with ``--shift-zipf``
+(default 0.3).
 """
 
 from __future__ import annotations
@@ -66,21 +67,26 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="passes over the requests (default 5)")
     parser.add_argument("--explain", action="store_true", help="also time explain=true against plain requests")
     parser.add_argument("--shifted", type=Path, help="dataset folder whose users' histories are a shifted log")
-    parser.add_argument("--shift-zipf", type=float, default=0.3, help="popularity exponent of the shifted log "
-                        "made when the script trains its own run (default 0.3; the run's is 0.9)")
+    parser.add_argument("--shift-zipf", type=float, nargs="+", default=[0.3], help="popularity exponents of the "
+                        "shifted logs made when the script trains its own run (default 0.3; the run's is 0.9)")
+    parser.add_argument("--tiny", action="store_true", help="train the tests' tiny run instead (600 users, 300 "
+                        "items, seed 3, dim 16, 2 epochs: seconds)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    run, shifted = args.run, args.shifted
+    run, shifted = args.run, [args.shifted] if args.shifted else []
     if run is None:
         root = Path(tempfile.mkdtemp(prefix="bench-drift-"))
-        run = train_small_run(root)
+        run = train_tiny_run(root) if args.tiny else train_small_run(root)
         subprocess.run([sys.executable, "-m", "trainer.cli", "export", str(run)], check=True, cwd=REPO)
-        shifted = shifted or shifted_dataset(root, args.shift_zipf)
+        synth = TINY if args.tiny else SMALL
+        shifted = shifted or [shifted_dataset(root, synth, zipf) for zipf in args.shift_zipf]
     export = run / "export"
     service = Recommender.load(export)
     service.warm_up(16)
     dataset = dataset_of(export)
-    profile = build_profile(service, dataset, sample=1000)
+    users = len(history_requests(dataset))
+    sample = min(1000, users // 2)  # the rest are held out
+    profile = build_profile(service, dataset, sample=sample)
     parsed = [service.parse(b) for b in history_requests(dataset)[: args.requests]]
     print(f"machine: {platform.processor() or platform.machine()}, 1 thread, {len(service.raw_ids)} items, "
           f"mean history {np.mean([len(r.items) for r in parsed]):.1f}")
@@ -98,24 +104,44 @@ def main() -> int:
                 service.recommend([request])
                 times[name].append(time.perf_counter() - start)
         report("explain", {k: np.asarray(v) for k, v in times.items()}, "explain", "plain")
-    held_out = np.setdiff1d(np.arange(len(history_requests(dataset))), reference_users(dataset, 1000))
-    for name, bodies in (("held-out users", history_requests(dataset, held_out[:2000])),
-                         (f"shifted ({shifted})", history_requests(shifted) if shifted else [])):
-        if bodies:
-            stats = profile.stats(service)
-            replay(service, bodies, stats)
-            print(f"{name}:\n" + format_report(compare(profile, stats), profile.threshold, stats.requests))
+    held_out = np.setdiff1d(np.arange(users), reference_users(dataset, sample))
+    logs = [("held-out users", history_requests(dataset, held_out[:2000]))]
+    logs += [(f"shifted ({folder.name})", history_requests(folder)) for folder in shifted]
+    for name, bodies in logs:
+        stats = profile.stats(service)
+        replay(service, bodies, stats)
+        print(f"{name}:\n" + format_report(compare(profile, stats), profile.threshold, stats.requests))
     return 0
 
 
-def shifted_dataset(root: Path, zipf: float) -> Path:
-    """The small run's generator (same seed and catalogue, see bench_serving.train_small_run), another Zipf."""
+SMALL = ["--users", "3000", "--items", "5000", "--seed", "1"]  # = bench_serving.train_small_run's log
+TINY = ["--users", "600", "--items", "300", "--categories", "10", "--seed", "3", "--mean-length", "12",
+        "--max-length", "60"]  # = tests/conftest.py tiny_dataset
+
+
+def train_tiny_run(root: Path) -> Path:
+    """The tests' tiny dataset and run (tests/conftest.py): seconds on a CPU."""
     py = sys.executable
-    subprocess.run([py, "-m", "trainer.cli", "synth", "--output", str(root / "raw-shift"), "--users", "3000",
-                    "--items", "5000", "--seed", "1", "--zipf", str(zipf)], check=True, cwd=REPO)
-    subprocess.run([py, "-m", "trainer.cli", "prepare", "--format", "synthetic", str(root / "raw-shift"),
-                    str(root / "shifted")], check=True, cwd=REPO)
-    return root / "shifted"
+    subprocess.run([py, "-m", "trainer.cli", "synth", "--output", str(root / "raw"), *TINY], check=True, cwd=REPO)
+    subprocess.run([py, "-m", "trainer.cli", "prepare", "--format", "synthetic", str(root / "raw"),
+                    str(root / "ds")], check=True, cwd=REPO)
+    subprocess.run([py, "-m", "trainer.train", f"data.path={root / 'ds'}", f"trainer.output_dir={root / 'out'}",
+                    "trainer.run_id=tiny", "trainer.epochs=2", "model.dim=16", "data.max_len=20",
+                    "data.batch_size=32", "model.encoder.dropout=0.0", "optim.warmup_steps=0",
+                    "optim.schedule=constant", "trainer.progress=false", "trainer.test_at_end=false"],
+                   check=True, cwd=REPO)
+    return root / "out" / "default" / "tiny"
+
+
+def shifted_dataset(root: Path, synth: list[str], zipf: float) -> Path:
+    """The run's generator (same seed, so the same catalogue) with popularity exponent ``zipf``."""
+    py = sys.executable
+    raw, out = root / f"raw-zipf{zipf}", root / f"zipf{zipf}"
+    subprocess.run([py, "-m", "trainer.cli", "synth", "--output", str(raw), *synth, "--zipf", str(zipf)],
+                   check=True, cwd=REPO, capture_output=True)
+    subprocess.run([py, "-m", "trainer.cli", "prepare", "--format", "synthetic", str(raw), str(out)], check=True,
+                   cwd=REPO, capture_output=True)
+    return out
 
 
 if __name__ == "__main__":
