@@ -102,6 +102,8 @@ class TrainerConfig:
     init_from: str | None = None  # run folder or checkpoint to fine-tune from (weights only)
     progress: bool = True
     test_at_end: bool = True
+    # intra-op threads per process; 0: OMP_NUM_THREADS if set, else cores / max(local ranks, training processes)
+    threads: int = 0
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -238,6 +240,7 @@ def validate(cfg: TrainConfig) -> None:
         ),
         (d.window in WINDOWS, f"data.window={d.window!r} is unknown; choose one of {', '.join(WINDOWS)}"),
         (t.eval_split in ("valid", "test"), "trainer.eval_split must be valid or test"),
+        (t.threads >= 0, f"trainer.threads must be >= 0 (0: fit the machine), got {t.threads}"),
         (not (t.resume and t.init_from), "trainer.resume and trainer.init_from exclude each other; set one"),
         (
             all(k >= 1 for k in e.ks) and 10 in e.ks,
