@@ -438,7 +438,12 @@ def _fmt(metrics: dict[str, float]) -> str:
 
 
 def run_training(cfg: TrainConfig) -> dict[str, Any]:
-    """Join the process group, train, and leave it; the function every entry point calls."""
+    """Join the process group, train, and leave it; the function every entry point calls (``trainer.phases``:
+    once per phase, `trainer.phases.run_phases`)."""
+    if cfg.trainer.phases:
+        from trainer.phases import run_phases
+
+        return run_phases(cfg, run_training)
     env = init_distributed()
     threads = configure_threads(cfg.trainer.threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if env.is_main:
