@@ -10,7 +10,8 @@ What it does not do: DATASET itself is left as it is (runs trained on it stay re
 do so (and the raw log it came from) to complete a deletion. A model trained or fine-tuned afterwards on the new
 version never sees the users' events; the exported model keeps no per-user state (a request carries its history),
 so nothing in serving holds it either. Models trained on the old version did see it: retrain or fine-tune them
-on the new version (`trainer.init_from`) and replace their exports.
+on the new version (`trainer.init_from`) and replace their exports. A later ``prepare --append-to`` of a log
+that still holds their events adds them back (as new users): remove them from incoming logs too.
 
 Example:
   seqrec synth --output data/day1 --users 2000 --seed 1 && seqrec prepare --format synthetic data/day1 data/shop
