@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,20 @@ def test_drift_fires_on_a_popularity_shift_not_on_held_out_users(exported: Path,
     (tmp_path / "bad.jsonl").write_text('{"history": []}\nnot json\n')
     assert main(["drift", str(exported), "--requests", str(tmp_path / "bad.jsonl")]) == 2
     assert "bad.jsonl, row 2: not JSON" in capsys.readouterr().err
+
+
+def test_profile_only_writes_the_reference_and_the_archive_packs_it(exported: Path, tmp_path: Path, capsys) -> None:
+    from serving.archive import build_archive
+    from serving.drift import PROFILE_FILE
+
+    folder = exported / "export"
+    (folder / PROFILE_FILE).unlink(missing_ok=True)
+    assert main(["drift", str(exported), "--profile-only", "--sample-users", "200"]) == 0
+    profile = Profile.read(folder)
+    assert profile is not None and profile.sample_users == 200 and "wrote" in capsys.readouterr().out
+    assert main(["drift", str(exported)]) == 2  # neither --requests nor --profile-only
+    archive = build_archive(folder, tmp_path / "mar")
+    assert PROFILE_FILE in zipfile.ZipFile(archive).namelist()
 
 
 def test_handler_emits_drift_metrics(exported: Path, tiny_dataset: Path) -> None:
