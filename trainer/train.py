@@ -44,6 +44,7 @@ from trainer.distributed import (
     build_optimizer,
     init_distributed,
     lr_factor,
+    record_plan,
     shard_model,
     shutdown_distributed,
 )
@@ -75,6 +76,7 @@ class Trainer:
             cfg.trainer.sharding,
             cfg.data.batch_size,
         )
+        record_plan(self.model, self.run_dir, env)  # log the plan and write plan.json into the run folder
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.base_lrs = base_lrs(self.optimizer)
         self.pipeline = (
