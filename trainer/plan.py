@@ -120,7 +120,8 @@ def _capturing_stats() -> Any:
     from torchrec.distributed.planner.types import Stats
 
     class _Capture(Stats):
-        best_plan: list = []
+        def __init__(self) -> None:
+            self.best_plan: list = []
 
         def log(self, sharding_plan, topology, batch_size, storage_reservation, num_proposals, num_plans,
                 run_time, best_plan, *args: Any, **kwargs: Any) -> None:
