@@ -2,11 +2,12 @@
 
 Loads the run's sharded checkpoint (any world size: DCP reshards into a plain module) into an unsharded model on
 CPU, optionally magnitude-prunes it, quantizes the item table to row-wise INT8 (TorchRec/FBGEMM) and the linears
-to dynamic INT8 where that is measured to be faster, wraps it in `serving.inference.TopKRecommender` and saves
-TorchScript. The artefact folder (written atomically) is server-agnostic::
+to dynamic INT8 where that is measured to be faster, wraps the model's own query module and its item matrix
+(computed once, here) in `serving.inference.Retriever` and saves TorchScript. Which adapter runs is the model's
+task's (`trainer.tasks`): every registered retrieval model exports the same way. The artefact folder (written atomically) is server-agnostic::
 
-    model.pt        TorchScript: (history int64 (T,), lengths int64 (B,), k int, exclude_seen bool)
-                    -> (scores (B, k) float32, item indices (B, k) int64, 1..N)
+    model.pt        TorchScript: (history int64 (T,), lengths int64 (B,), k int, exclude_seen bool
+                    [, timestamps int64 (T,)]) -> (scores (B, k) float32, item indices (B, k) int64, 1..N)
     id_map.json     {"raw_ids": [raw id of item 1..N], "popularity": [train count of item 1..N]}
     metadata.json   model config, source run/checkpoint, compression choices, NDCG@10 fp32 vs exported on the
                     validation split, artefact and tensor sizes, model-only latency
@@ -16,7 +17,6 @@ With ``--archive`` a TorchServe archive ``<name>.mar`` is built next to them (se
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import io
@@ -32,7 +32,7 @@ from torch import nn
 
 from serving import quantize
 from serving.archive import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS
-from serving.inference import TopKRecommender, from_sasrec, save_compact, script
+from serving.inference import Retriever, retriever_of, save_compact, script
 from serving.service import ID_MAP_FILE, METADATA_FILE, MODEL_FILE
 from trainer.errors import ConfigError
 
@@ -118,7 +118,7 @@ def load_trained(run: str | Path, checkpoint: str | None = None) -> TrainedRun:
     manifest = read_manifest(cfg.data.path)
     if read_meta(ckpt).get("num_items", manifest.num_items) != manifest.num_items:
         raise ConfigError(f"{ckpt}: checkpoint and dataset {cfg.data.path} disagree on the number of items")
-    model = build_model(cfg.model, manifest.num_items, cfg.data.max_len, torch.device("cpu"))
+    model = build_model(cfg.model, manifest.num_items, cfg.data.max_len, torch.device("cpu"))  # any registered model
     state = {"model": model.state_dict()}
     try:
         dcp.load(state, checkpoint_id=str(ckpt), planner=DefaultLoadPlanner(allow_partial_load=True))
@@ -135,43 +135,47 @@ def build_variant(
     prune_sparsity: float = 0.0,
     prune_layers: tuple[str, ...] = (),
     int8_storage: bool = False,
-) -> tuple[TopKRecommender, float]:
-    """A compressed copy of a trained SASRec as a `TopKRecommender` (eager) and the pruned sparsity achieved.
+) -> tuple[Retriever, float]:
+    """A compressed `Retriever` (eager) of a trained retrieval model and the pruned sparsity achieved.
 
-    ``dense_groups`` get dynamic INT8 linears; with ``int8_storage`` the other linears and the position table
-    are stored INT8 and computed in fp32.
+    ``dense_groups`` get dynamic INT8 linears; with ``int8_storage`` the other linears and the encoder's embedding
+    tables (positions) are stored INT8 and computed in fp32; ``quantize_tables``: the item rows INT8.
     """
-    module = from_sasrec(copy.deepcopy(model))
+    module = retriever_of(model)
     sparsity = 0.0
     if prune_sparsity > 0.0:
-        sparsity = quantize.prune(module.blocks, module.item_ec, prune_sparsity, prune_layers)
-    quantize.quantize_dense(module.blocks, dense_groups)
+        tables = [module.table.values[1:]] + ([] if module.tied else [module.catalogue.values])
+        sparsity = quantize.prune(module.query, tables, prune_sparsity, prune_layers)
+    quantize.quantize_dense(module.query, dense_groups)
     if int8_storage:
-        quantize.store_int8(module.blocks, quantize.stored_groups(dense_groups))
-        module.positions = quantize.Int8Rows(module.positions())
+        quantize.store_int8(module.query, quantize.stored_groups(dense_groups))
+        quantize.store_embeddings_int8(module.query)
     if quantize_tables:
-        quantize.quantize_tables(module)
+        module.table = quantize.Int8Rows(module.table())
+        if not module.tied:
+            module.catalogue = quantize.Int8Rows(module.catalogue())
     return module.eval(), sparsity
 
 
 class _EvalAdapter(nn.Module):
     """The model contract `trainer.evaluate.evaluate_model` calls (`encode`, `item_embeddings`), served by a
-    `TopKRecommender`, so exported variants are measured with exactly the protocol of ``seqrec evaluate``."""
+    `Retriever`, so exported variants are measured with exactly the protocol of ``seqrec evaluate``."""
 
-    def __init__(self, module: TopKRecommender) -> None:
+    def __init__(self, module: Retriever) -> None:
         super().__init__()
         self.recommender = module
 
     def encode(self, batch) -> torch.Tensor:
         history = batch.sparse["history"]
-        return self.recommender.encode_and_catalogue(history.values(), history.lengths())[0]
+        times = batch.timestamps if batch.timestamps.numel() else torch.zeros_like(history.values())
+        return self.recommender.encode_and_catalogue(history.values(), history.lengths(), times)[0]
 
     def item_embeddings(self, item_ids: torch.Tensor) -> torch.Tensor:
         one = torch.ones(1, dtype=torch.int64)
-        return self.recommender.encode_and_catalogue(one, one)[1][item_ids - 1]
+        return self.recommender.encode_and_catalogue(one, one, one)[1][item_ids - 1]
 
 
-def evaluate_variant(module: TopKRecommender, cfg: Any, split: str = "valid") -> dict[str, float]:
+def evaluate_variant(module: Retriever, cfg: Any, split: str = "valid") -> dict[str, float]:
     """Full-ranking metrics of ``module`` on ``split`` (world size 1, CPU)."""
     from trainer.data.loader import LoaderConfig, build_loader
     from trainer.data.schema import read_manifest
@@ -190,7 +194,7 @@ def evaluate_variant(module: TopKRecommender, cfg: Any, split: str = "valid") ->
 def paired_latency(
     models: dict[str, Any], num_items: int, batch: int, length: int, repeats: int = 30, k: int = 10, seed: int = 0
 ) -> dict[str, dict[str, float]]:
-    """p50/p99 (ms) per (scripted) `TopKRecommender` on the same random histories, calls interleaved with one
+    """p50/p99 (ms) per (scripted) `Retriever` on the same random histories, calls interleaved with one
     intra-op thread (`serving.quantize.interleaved_ms`)."""
     generator = torch.Generator().manual_seed(seed)
     history = torch.randint(1, num_items + 1, (batch * length,), generator=generator)
@@ -212,23 +216,33 @@ def write_id_map(dataset: str | Path, out: Path, num_items: int) -> None:
     (out / ID_MAP_FILE).write_text(json.dumps(id_map) + "\n")
 
 
-def _dense_choice(config: ExportConfig, module: TopKRecommender, max_len: int) -> tuple[list[str], dict]:
-    """Which linear groups go INT8, and the timings behind an ``auto`` choice."""
+def _dense_choice(config: ExportConfig, module: Retriever, max_len: int) -> tuple[list[str], dict]:
+    """Which linear groups go INT8, and the timings behind an ``auto`` choice (timed on the query module)."""
     if not config.quantize or config.dense == "fp32":
         return [], {}
     if config.dense == "int8":
         return list(quantize.DENSE_GROUPS), {}
-    dim = module.positions().shape[1]
-    example = torch.randn(32, max_len, dim, generator=torch.Generator().manual_seed(0))
-    timings = quantize.time_dense_groups(module.blocks, example)
+    batch, dim = 32, module.table().shape[1]
+    generator = torch.Generator().manual_seed(0)
+    embedded = torch.randn(batch * max_len, dim, generator=generator)
+    lengths = torch.full((batch,), max_len, dtype=torch.int64)
+    times = torch.zeros(batch * max_len, dtype=torch.int64)
+    timings = quantize.time_dense_groups(module.query, lambda query: query(embedded, lengths, times))
     return quantize.choose_dense_groups(timings), timings
 
 
 def export_run(config: ExportConfig) -> dict[str, Any]:
-    """Export ``config.run``; returns the metadata written (also printed by the command)."""
+    """Export ``config.run`` with its model's task's adapter; returns the metadata written (also printed)."""
+    from trainer.tasks import task_of
+
     config.validate()
     trained = load_trained(config.run, config.checkpoint)
-    cfg, num_items = trained.cfg, trained.model.config.num_items
+    return task_of(trained.cfg.model).export(trained, config)
+
+
+def export_retrieval(trained: TrainedRun, config: ExportConfig) -> dict[str, Any]:
+    """The retrieval task's export adapter: `Retriever` TorchScript + id map + metadata (+ ``.mar``)."""
+    cfg, num_items = trained.cfg, trained.model.num_items
     output = Path(config.output) if config.output else trained.run_dir / "export"
     if output.exists() and not config.overwrite:
         raise ConfigError(f"{output}: output folder already exists (pass --overwrite to replace it)")
@@ -236,22 +250,23 @@ def export_run(config: ExportConfig) -> dict[str, Any]:
     groups, timings = _dense_choice(config, fp32, cfg.data.max_len)
     int8_storage = config.quantize and config.dense != "fp32"
     variant, sparsity = build_variant(
-        trained.model, config.quantize, groups, config.prune_sparsity, config.prune_layers, int8_storage
+        trained.model, config.quantize, groups, config.prune_sparsity, config.prune_layers,
+        int8_storage,
     )
     scripted, fp32_scripted = script(variant), script(fp32)
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
-        "signature": "forward(history: int64 (T,), lengths: int64 (B,), k: int, exclude_seen: bool) "
-        "-> (scores float32 (B, k), items int64 (B, k) in 1..N)",
-        "model": dataclasses.asdict(trained.model.config),
+        "signature": "forward(history: int64 (T,), lengths: int64 (B,), k: int, exclude_seen: bool, "
+        "timestamps: int64 (T,) | None = None) -> (scores float32 (B, k), items int64 (B, k) in 1..N)",
+        "model": dataclasses.asdict(cfg.model),
         "num_items": num_items,
         "max_len": cfg.data.max_len,
         "source": {"run": str(trained.run_dir), "checkpoint": str(trained.checkpoint), "dataset": cfg.data.path},
         "compression": {
-            "tables": "int8 rowwise (torchrec)" if config.quantize else "fp32",
+            "tables": "int8 rowwise" if config.quantize else "fp32",
             "dense_int8_groups": groups,
             "dense_int8_stored_groups": quantize.stored_groups(groups) if int8_storage else [],
-            "positions": "int8 stored, fp32 compute" if int8_storage else "fp32",
+            "positions": "int8 stored, fp32 compute" if int8_storage else "fp32",  # the encoder's embedding tables
             "dense_timings_ms": timings,
             "prune_sparsity": config.prune_sparsity,
             "prune_layers": list(config.prune_layers) if config.prune_sparsity else [],
@@ -293,11 +308,16 @@ def _sizes(file_bytes: int, fp32_file_bytes: int, variant: nn.Module, fp32: nn.M
         "tensor_bytes": tensor_bytes,
         "fp32_tensor_bytes": fp32_tensor_bytes,
         "tensor_ratio": fp32_tensor_bytes / tensor_bytes,
-        "table_ratio": quantize.tensor_bytes(fp32.item_ec) / quantize.tensor_bytes(variant.item_ec),
+        "table_ratio": _rows_bytes(fp32) / _rows_bytes(variant),
     }
 
 
-def _metrics(fp32: TopKRecommender, variant: TopKRecommender, cfg: Any) -> dict[str, float]:
+def _rows_bytes(module: Retriever) -> int:
+    """Bytes of the item rows (table and, untied, catalogue)."""
+    return quantize.tensor_bytes(module.table) + (0 if module.tied else quantize.tensor_bytes(module.catalogue))
+
+
+def _metrics(fp32: Retriever, variant: Retriever, cfg: Any) -> dict[str, float]:
     base = evaluate_variant(fp32, cfg)["ndcg@10"]
     exported = evaluate_variant(variant, cfg)["ndcg@10"]
     return {

@@ -223,6 +223,7 @@ def run(args: Any) -> int:
     from trainer.distributed import init_distributed, shard_model, shutdown_distributed
     from trainer.errors import ConfigError
     from trainer.model_factory import build_model
+    from trainer.tasks import task_of
 
     ckpt = checkpoint.best_checkpoint(args.run)
     if ckpt is None:
@@ -237,10 +238,11 @@ def run(args: Any) -> int:
             build_model(cfg.model, manifest.num_items, cfg.data.max_len, torch.device("meta")), env, cfg.optim
         )
         checkpoint.load(ckpt, model, None, expect={"model": cfg.model.name, "num_items": manifest.num_items})
+        task = task_of(cfg.model)
         loader_cfg = LoaderConfig(
             batch_size=cfg.data.eval_batch_size,
             max_len=cfg.data.max_len,
-            kind="last",
+            kind=task.eval_kind,
             split=args.split,
             shuffle=False,
         )
@@ -248,7 +250,7 @@ def run(args: Any) -> int:
         # the sampled protocol gets its own files: it must not replace the full-ranking results of the split
         name = args.split + (f"_sampled{cfg.eval.sampled_negatives}" if cfg.eval.sampled_negatives else "")
         per_user = run_dir / f"per_user_{name}.parquet" if cfg.eval.per_user else None
-        metrics = evaluate_model(model, loader, manifest, cfg.eval, env, per_user, progress=True)
+        metrics = task.evaluate(model, loader, manifest, cfg.eval, env, per_user, progress=True)
     finally:
         shutdown_distributed()
     if env.is_main:
