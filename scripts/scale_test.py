@@ -160,7 +160,7 @@ def _train_argv(args: argparse.Namespace, dataset: Path, out: Path) -> list[str]
             "trainer/train.py", f"data.path={dataset}", f"trainer.output_dir={out}", "trainer.run_id=scale",
             f"trainer.max_steps={args.steps}", "trainer.epochs=1", "trainer.eval_every_epochs=0",
             "trainer.test_at_end=false", "trainer.sharding=row_wise", "trainer.progress=false",
-            f"trainer.log_every={max(1, args.steps // 10)}", "model.loss=sampled_softmax",
+            f"trainer.log_every={max(1, args.steps // 10)}", "model.objective.loss=sampled_softmax",
             f"data.num_negatives={args.negatives}", f"data.batch_size={args.batch_size}",
             f"data.max_len={args.max_len}", f"model.dim={args.dim}", "eval.per_user=false"]
 
