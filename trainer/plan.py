@@ -3,8 +3,9 @@
 The model is built on the ``meta`` device (no table is allocated), the topology is simulated (hosts x GPUs per
 host, HBM and host memory per GPU, intra/inter-host bandwidth), and the same sharder, fused-optimizer settings
 and constraints as training are used, so the plan is the one a run of that size would get. Printed: per table
-its sharding type, compute kernel and ranks; per rank the weight bytes and the planner's storage estimate
-(weights + optimizer state + buffers), and the balance max/mean of both.
+its sharding type, compute kernel and ranks; per rank the bytes of weights and of the fused optimizer's state
+(``optim.sparse_optimizer``), their balance max/mean, and the planner's own storage estimate (which leaves the
+fused optimizer's state out when it is configured through the sharder, as here).
 
 Tables of models that are not built here (e.g. a two-tower user table) can be added with ``--table
 NAME:ROWS[:DIM]``; model hyper-parameters are Hydra overrides as for ``seqrec train``.
@@ -172,7 +173,8 @@ def plan_model(
         debug=False,
     )
     plan = planner.plan(model, [EmbeddingCollectionSharder(fused_params=_fused_params(optim, env))])
-    report = summarise_plan(plan, topology.world_size, estimates=_estimates(stats.best_plan, topology.world_size))
+    report = summarise_plan(plan, topology.world_size, optimizer=optim.sparse_optimizer,
+                            estimates=_estimates(stats.best_plan, topology.world_size))
     report["topology"] = dataclasses.asdict(topology)
     report["batch_size_per_rank"] = batch_size
     return report

@@ -16,24 +16,36 @@ from typing import Any
 from torchrec.distributed.types import ShardingPlan
 
 MIB = 2**20
+FP32 = 4  # bytes per element of training tables and their optimizer state
+# fp32 state the fused (FBGEMM) optimizer keeps per table shard of ``rows`` x ``dim``. TorchRec's planner does not
+# count it when the optimizer comes through the sharder's fused_params, so the report adds it itself.
+OPTIMIZER_STATE_FLOATS = {
+    "sgd": lambda rows, dim: 0,
+    "rowwise_adagrad": lambda rows, dim: rows,
+    "adagrad": lambda rows, dim: rows * dim,
+    "adam": lambda rows, dim: 2 * rows * dim,
+}
 
 
 def _table_entry(
-    path: str, name: str, sharding: Any, world_size: int, element_bytes: int, shape: tuple[int, int] | None
+    path: str, name: str, sharding: Any, world_size: int, shape: tuple[int, int] | None, optimizer: str | None
 ) -> dict[str, Any]:
-    """One table of the plan: its sharding, ranks, full shape and weight bytes on every rank holding a shard."""
-    per_rank: dict[int, int] = {}
+    """One table of the plan: its sharding, ranks, full shape, and weight and optimizer-state bytes on every rank
+    holding a shard."""
+    state = OPTIMIZER_STATE_FLOATS[optimizer] if optimizer else OPTIMIZER_STATE_FLOATS["sgd"]
     spec = sharding.sharding_spec
     if spec is not None:
-        shards = spec.shards
-        rows = max(s.shard_offsets[0] + s.shard_sizes[0] for s in shards)
-        dim = max(s.shard_offsets[1] + s.shard_sizes[1] for s in shards)
-        for s in shards:
-            rank = s.placement.rank()
-            per_rank[rank] = per_rank.get(rank, 0) + s.shard_sizes[0] * s.shard_sizes[1] * element_bytes
+        shards = [(s.placement.rank(), s.shard_sizes[0], s.shard_sizes[1]) for s in spec.shards]
+        rows = max(s.shard_offsets[0] + s.shard_sizes[0] for s in spec.shards)
+        dim = max(s.shard_offsets[1] + s.shard_sizes[1] for s in spec.shards)
     else:  # data_parallel: every rank holds the whole table
         rows, dim = shape if shape is not None else (0, 0)
-        per_rank = {r: rows * dim * element_bytes for r in range(world_size)}
+        shards = [(r, rows, dim) for r in range(world_size)]
+    per_rank: dict[int, int] = {}
+    per_rank_state: dict[int, int] = {}
+    for rank, shard_rows, shard_dim in shards:
+        per_rank[rank] = per_rank.get(rank, 0) + shard_rows * shard_dim * FP32
+        per_rank_state[rank] = per_rank_state.get(rank, 0) + state(shard_rows, shard_dim) * FP32
     ranks = sorted(per_rank) if sharding.ranks is None else sorted(set(sharding.ranks))
     return {
         "module": path,
@@ -44,6 +56,7 @@ def _table_entry(
         "rows": int(rows),
         "dim": int(dim),
         "bytes_per_rank": {str(r): int(b) for r, b in sorted(per_rank.items())},
+        "optimizer_bytes_per_rank": {str(r): int(b) for r, b in sorted(per_rank_state.items())},
     }
 
 
@@ -57,34 +70,47 @@ def summarise_plan(
     plan: ShardingPlan,
     world_size: int,
     *,
-    element_bytes: int = 4,
+    optimizer: str | None = None,
     shapes: dict[str, tuple[int, int]] | None = None,
     estimates: list[int] | None = None,
 ) -> dict[str, Any]:
-    """A JSON-able description of ``plan``: tables, weight bytes per rank and their balance (max/mean).
+    """A JSON-able description of ``plan``: tables, per-rank bytes of weights and of the fused ``optimizer``'s
+    state (a key of `OPTIMIZER_STATE_FLOATS`), and the balance (max/mean) of their sum.
 
     ``shapes`` (table -> rows, dim) is only needed for data-parallel tables, whose plan carries no shard metadata;
     ``estimates`` is the planner's per-rank storage estimate (HBM + DDR bytes), when known.
     """
     tables = [
-        _table_entry(path, name, sharding, world_size, element_bytes, (shapes or {}).get(name))
+        _table_entry(path, name, sharding, world_size, (shapes or {}).get(name), optimizer)
         for path, module_plan in sorted(plan.plan.items())
         for name, sharding in sorted(module_plan.items())
     ]
-    weights = [0] * world_size
-    for table in tables:
-        for rank, size in table["bytes_per_rank"].items():
-            weights[int(rank)] += size
+    weights, state = _per_rank(tables, "bytes_per_rank", world_size), _per_rank(tables, "optimizer_bytes_per_rank",
+                                                                             world_size)
+    total = [w + s for w, s in zip(weights, state)]
     report: dict[str, Any] = {
         "world_size": world_size,
+        "optimizer": optimizer,
         "tables": tables,
         "weight_bytes_per_rank": weights,
         "weight_balance": round(_balance(weights), 4),
+        "optimizer_bytes_per_rank": state,
+        "memory_bytes_per_rank": total,
+        "balance": round(_balance(total), 4),
     }
     if estimates is not None:
         report["estimate_bytes_per_rank"] = [int(v) for v in estimates]
         report["estimate_balance"] = round(_balance(list(estimates)), 4)
     return report
+
+
+def _per_rank(tables: list[dict[str, Any]], key: str, world_size: int) -> list[int]:
+    """Sum of the tables' ``key`` (rank -> bytes) per rank."""
+    totals = [0] * world_size
+    for table in tables:
+        for rank, size in table[key].items():
+            totals[int(rank)] += size
+    return totals
 
 
 def _ranks_text(ranks: list[int]) -> str:
@@ -105,8 +131,10 @@ def format_plan(report: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.append(_memory_line("weights per rank", report["weight_bytes_per_rank"], report["weight_balance"]))
+    lines.append(_memory_line(f"weights + {report['optimizer'] or 'no'} optimizer state per rank",
+                              report["memory_bytes_per_rank"], report["balance"]))
     if "estimate_bytes_per_rank" in report:
-        lines.append(_memory_line("planner estimate per rank (weights, optimizer state, buffers)",
+        lines.append(_memory_line("planner's own estimate per rank",
                                   report["estimate_bytes_per_rank"], report["estimate_balance"]))
     return "\n".join(lines)
 

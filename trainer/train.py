@@ -79,7 +79,7 @@ class Trainer:
             cfg.trainer.sharding,
             cfg.data.batch_size,
         )
-        record_plan(self.model, self.run_dir, env)  # log the plan and write plan.json into the run folder
+        record_plan(self.model, self.run_dir, env, cfg.optim)  # log the plan and write plan.json into the run folder
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.base_lrs = base_lrs(self.optimizer)
         self.pipeline = (

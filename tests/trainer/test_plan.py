@@ -35,9 +35,17 @@ def test_64_simulated_gpus_balance_10m_users_and_1m_items() -> None:
         assert sum(table["bytes_per_rank"].values()) == table["rows"] * table["dim"] * 4, table["table"]
     assert len(report["weight_bytes_per_rank"]) == len(report["estimate_bytes_per_rank"]) == 64
     assert min(report["weight_bytes_per_rank"]) > 0, "a rank holds nothing"
-    assert report["weight_balance"] <= 1.2 and report["estimate_balance"] <= 1.2
-    # the planner's estimate adds optimizer state (and buffers) on top of the weights
+    assert report["balance"] <= 1.2 and report["weight_balance"] <= 1.2 and report["estimate_balance"] <= 1.2
+    # row-wise Adagrad (the default) keeps one fp32 per row on top of the weights
+    assert sum(report["optimizer_bytes_per_rank"]) == sum(t["rows"] * 4 for t in tables.values())
     assert all(e >= w for e, w in zip(report["estimate_bytes_per_rank"], report["weight_bytes_per_rank"]))
+
+
+def test_adam_state_is_counted_per_rank() -> None:
+    report = _plan(SimulatedTopology(hosts=2, gpus_per_host=8), "optim.sparse_optimizer=adam")
+    assert report["optimizer"] == "adam"
+    assert report["optimizer_bytes_per_rank"] == [2 * w for w in report["weight_bytes_per_rank"]]
+    assert report["balance"] <= 1.2
 
 
 def test_table_wise_constraint_puts_each_table_on_one_rank() -> None:
@@ -81,3 +89,4 @@ def test_training_run_records_its_plan(tiny_dataset: Path, tmp_path: Path) -> No
     assert table["table"] == "item_table" and table["ranks"] == [0] and report["world_size"] == 1
     assert table["rows"] == 301 and table["dim"] == 16  # 300 items + padding, model.dim=16
     assert report["weight_bytes_per_rank"] == [301 * 16 * 4]
+    assert report["optimizer"] == "rowwise_adagrad" and report["optimizer_bytes_per_rank"] == [301 * 4]
