@@ -42,6 +42,8 @@ class TreeMemory:
         self.series: list[tuple[float, int]] = []  # (seconds since start, total RSS bytes of the tree)
         self.log, self.marker = log, marker
         self.marked_at: float | None = None  # when ``marker`` first appeared in ``log`` (e.g. the first step)
+        self.last_marked_at: float | None = None  # when it last appeared again (e.g. the last logged step)
+        self._marks = 0
         self.peak_process = 0  # the largest RSS any single process of the tree reached (its VmHWM)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -66,9 +68,23 @@ class TreeMemory:
             if rss:
                 self.series.append((now, rss))
                 self.peak_process = max(self.peak_process, hwm)
-            if self.marker and self.marked_at is None and self.marker in self.log.read_text(errors="replace"):
-                self.marked_at = now
+            if self.marker:
+                self._mark(now)
             self._stop.wait(self.interval)
+
+
+    def _mark(self, now: float) -> None:
+        marks = self.log.read_text(errors="replace").count(self.marker)
+        if marks > self._marks:
+            self._marks, self.last_marked_at = marks, now
+            if self.marked_at is None:
+                self.marked_at = now
+
+    def steady(self) -> list[tuple[float, int]]:
+        """The samples between the first and the last appearance of the marker."""
+        if self.marked_at is None:
+            return []
+        return [(t, rss) for t, rss in self.series if self.marked_at <= t <= self.last_marked_at]
 
 
 def _status_kb(pid: int, *keys: str) -> list[int]:
@@ -118,8 +134,8 @@ def disk_bytes(path: Path) -> int:
 def run_stage(name: str, argv: list[str], log_path: Path, marker: str = "") -> dict[str, Any]:
     """Run one stage's command, sampling its process tree's memory; stop the whole test if it fails.
 
-    ``marker``: a log line that starts the stage's steady state (training: the first step); the memory series
-    is also returned from there on, for the flatness check.
+    ``marker``: text of the log lines that span the stage's steady state (training: the step lines); the memory
+    series between the first and the last of them is also returned, for the flatness check.
     """
     print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(argv[:6])} ...", flush=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -131,7 +147,7 @@ def run_stage(name: str, argv: list[str], log_path: Path, marker: str = "") -> d
     if code != 0:
         tail = log_path.read_text()[-3000:]
         sys.exit(f"scale test: stage {name} failed (exit {code}); log {log_path}:\n{tail}")
-    steady = [(t, rss) for t, rss in memory.series if memory.marked_at is not None and t >= memory.marked_at]
+    steady = memory.steady()
     return {"seconds": round(seconds, 2), "peak_rss_total_bytes": memory.peak_total,
             "peak_rss_process_bytes": memory.peak_process, "rss_series": memory.series, "steady_series": steady}
 
@@ -166,7 +182,7 @@ def _train_argv(args: argparse.Namespace, dataset: Path, out: Path) -> list[str]
 
 
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
-    """The four stages in order; returns the report (also written to ``workdir/scale_report.json``)."""
+    """The four stages in order (two with ``--data-only``); returns the report (also written to ``workdir/scale_report.json``)."""
     work = Path(args.workdir).resolve()
     raw, dataset, runs = work / "raw", work / "dataset", work / "runs"
     work.mkdir(parents=True, exist_ok=True)
@@ -178,32 +194,40 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     if not (dataset / "manifest.json").is_file():
         stages["prepare"] = run_stage("prepare", _seqrec("prepare", "--format", "synthetic", str(raw), str(dataset)),
                                       work / "prepare.log")
-    shutil.rmtree(runs, ignore_errors=True)  # a fresh run each time (the data is reused)
-    stages["train"] = run_stage("train", _train_argv(args, dataset, runs), work / "train.log", marker=" step 1 loss")
     run_dir = runs / "default" / "scale"
+    if args.data_only:
+        return _report(args, work, raw, dataset, None, stages)
+    shutil.rmtree(runs, ignore_errors=True)  # a fresh run each time (the data is reused)
+    stages["train"] = run_stage("train", _train_argv(args, dataset, runs), work / "train.log", marker=" loss ")
     stages["evaluate"] = run_stage("evaluate", [sys.executable, str(Path(__file__).resolve()), "--evaluate-run",
                                                 str(run_dir), "--eval-users", str(args.eval_users)],
                                    work / "evaluate.log")
     return _report(args, work, raw, dataset, run_dir, stages)
 
 
-def _report(args: argparse.Namespace, work: Path, raw: Path, dataset: Path, run_dir: Path,
+def _report(args: argparse.Namespace, work: Path, raw: Path, dataset: Path, run_dir: Path | None,
             stages: dict[str, Any]) -> dict[str, Any]:
     manifest = json.loads((dataset / "manifest.json").read_text())
     events = int(manifest["counts"]["events_read"])
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    evaluation = json.loads((run_dir / "eval_sample.json").read_text())
     for name, folder, per_s in (("synth", raw, events), ("prepare", dataset, events)):
         if name in stages:
             stages[name].update(disk_bytes=disk_bytes(folder), events_per_s=per_s / stages[name]["seconds"])
+    report = {"users": manifest["counts"]["users"], "items": manifest["counts"]["items"], "events": events,
+              "ranks": args.ranks, "machine": f"{os.cpu_count()} cores", "stages": stages}
+    if run_dir is not None:
+        _model_stages(stages, run_dir)
+    (work / "scale_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _model_stages(stages: dict[str, Any], run_dir: Path) -> None:
+    """Training and evaluation figures from what the run wrote (metrics.json, eval_sample.json)."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    evaluation = json.loads((run_dir / "eval_sample.json").read_text())
     stages["train"].update(disk_bytes=disk_bytes(run_dir), steps=metrics["steps"], rss_flatness=flatness(
         stages["train"]["steady_series"]), sequences_per_s=metrics["throughput"]["sequences_per_s"])
     stages["evaluate"].update(users=evaluation["users"], sequences_per_s=evaluation["users"] / evaluation["seconds"],
                               metrics={k: evaluation[k] for k in ("ndcg@10", "hr@10")})
-    report = {"users": manifest["counts"]["users"], "items": manifest["counts"]["items"], "events": events,
-              "ranks": args.ranks, "machine": f"{os.cpu_count()} cores", "stages": stages}
-    (work / "scale_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -217,10 +241,12 @@ def print_report(report: dict[str, Any]) -> None:
                 else f"{s.get('sequences_per_s', 0):,.0f} seq/s")
         print(f"{name:<9} {s['seconds']:>8.1f} {rate:>22} {s['peak_rss_total_bytes'] / gb:>11.2f} GB "
               f"{s['peak_rss_process_bytes'] / gb:>10.2f} GB {s.get('disk_bytes', 0) / 2**20:>7,.0f} MiB")
+    if "train" not in report["stages"]:
+        return
     train = report["stages"]["train"]
     series = train["steady_series"]
     points = [series[int(i * (len(series) - 1) / 9)] for i in range(10)] if series else []
-    print("training RSS from the first step on (s: GB): " + ", ".join(f"{t:.0f}: {rss / gb:.2f}" for t, rss in points))
+    print("training RSS from the first to the last logged step (s: GB): " + ", ".join(f"{t:.0f}: {rss / gb:.2f}" for t, rss in points))
     flat = train["rss_flatness"]
     print(f"training RSS growth, 2nd to last quarter: {flat['growth_bytes'] / 2**20:+.0f} MiB "
           f"({100 * flat['growth_ratio']:+.1f}%) over {flat['samples']} samples")
@@ -286,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-users", type=int, default=10_000, help="users ranked against the whole catalogue")
     parser.add_argument("--workdir", default="outputs/scale", help="where data, runs, logs and the report go; "
                         "existing raw/ and dataset/ are reused (default outputs/scale)")
+    parser.add_argument("--data-only", action="store_true", help="stop after synth and prepare")
     parser.add_argument("--evaluate-run", type=Path, help=argparse.SUPPRESS)  # the evaluation stage's child
     args = parser.parse_args(argv)
     if args.evaluate_run is not None:
