@@ -31,7 +31,10 @@ from torch import nn
 from trainer.errors import ConfigError
 
 GIB = 2**30
-RESERVED_NAMES = ("items", "keys", "values")  # nn.ModuleDict attributes: a table cannot be named so
+RESERVED_NAMES = ("items", "keys", "values")
+# of each rank's memory kept for dense layers, activations and buffers (torchrec's heuristic reservation warns
+# that it over-estimates dense tensors on the meta device)
+RESERVED_FRACTION = 0.15  # nn.ModuleDict attributes: a table cannot be named so
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -140,21 +143,13 @@ def _estimates(best_plan: list, world_size: int) -> list[int]:
     return per_rank
 
 
-def _dense_bytes(model: nn.Module) -> int:
-    """Dense parameters x 4 (fp32 weights, gradients, two Adam moments): the planner's dense reservation."""
-    from torchrec.modules.embedding_modules import EmbeddingCollection
-
-    table_params = {id(p) for m in model.modules() if isinstance(m, EmbeddingCollection) for p in m.parameters()}
-    return sum(p.numel() * 4 * 4 for p in model.parameters() if id(p) not in table_params)
-
-
 def plan_model(
     model: nn.Module, topology: SimulatedTopology, optim: Any, sharding: str = "auto", batch_size: int = 128
 ) -> dict[str, Any]:
     """Plan ``model`` (on ``meta``) for ``topology`` with training's sharder and constraints; returns the report."""
     from torchrec.distributed.embedding import EmbeddingCollectionSharder
     from torchrec.distributed.planner import EmbeddingShardingPlanner
-    from torchrec.distributed.planner.storage_reservations import HeuristicalStorageReservation
+    from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
 
     from trainer.distributed import DistEnv, _constraints, _fused_params
     from trainer.plan_report import summarise_plan
@@ -168,7 +163,7 @@ def plan_model(
         topology=topology.build(),
         batch_size=batch_size,
         constraints=_constraints(model, sharding, env.device),
-        storage_reservation=HeuristicalStorageReservation(percentage=0.15, dense_tensor_estimate=_dense_bytes(model)),
+        storage_reservation=FixedPercentageStorageReservation(RESERVED_FRACTION),
         stats=[stats],
         debug=False,
     )
