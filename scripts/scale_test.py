@@ -269,8 +269,8 @@ def evaluate_sample(run_dir: Path, users: int) -> None:
     env = init_distributed()
     try:
         manifest = read_manifest(cfg.data.path)
-        model = shard_model(build_model(cfg.model, manifest.num_items, cfg.data.max_len, torch.device("meta")), env,
-                            cfg.optim)
+        built = build_model(cfg.model, manifest.num_items, cfg.data.max_len, torch.device("meta"), cfg.data.path)
+        model = shard_model(built, env, cfg.optim)
         checkpoint.load(checkpoint.latest_checkpoint(run_dir), model, None)
         batch = cfg.data.eval_batch_size
         loader = build_loader(cfg.data.path, LoaderConfig(batch_size=batch, max_len=cfg.data.max_len, kind="last",

@@ -212,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
     from trainer.plan_report import format_plan, write_report
 
     cfg = load_config(args.overrides)
+    has_data = (Path(cfg.data.path) / "manifest.json").is_file()
     items = args.items if args.items is not None else _manifest_items(cfg.data.path)
     if items < 1:
         raise ConfigError(f"--items must be >= 1, got {items}")
@@ -219,8 +220,9 @@ def run(args: argparse.Namespace) -> int:
         hosts=args.hosts, gpus_per_host=args.gpus_per_host, device=args.device, hbm_gb=args.hbm_gb,
         ddr_gb=args.ddr_gb, intra_host_gbps=args.intra_host_gbps, inter_host_gbps=args.inter_host_gbps,
     )
-    model = _PlannedModel(build_model(cfg.model, items, cfg.data.max_len, torch.device("meta")), args.table,
-                          cfg.model.dim)
+    # side-feature tables of models that use them come from the dataset folder, when one is given
+    built = build_model(cfg.model, items, cfg.data.max_len, torch.device("meta"), cfg.data.path if has_data else None)
+    model = _PlannedModel(built, args.table, cfg.model.dim)
     report = plan_model(model, topology, cfg.optim, cfg.trainer.sharding, args.batch_size or cfg.data.batch_size)
     memory = f"{topology.hbm_gb:g} GiB HBM" if topology.device == "cuda" else f"{topology.ddr_gb:g} GiB DDR"
     print(f"plan for {topology.world_size} ranks ({topology.hosts} host(s) x {topology.gpus_per_host} "
