@@ -148,6 +148,7 @@ def plan_model(
 ) -> dict[str, Any]:
     """Plan ``model`` (on ``meta``) for ``topology`` with training's sharder and constraints; returns the report."""
     from torchrec.distributed.embedding import EmbeddingCollectionSharder
+    from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
     from torchrec.distributed.planner import EmbeddingShardingPlanner
     from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
 
@@ -167,7 +168,8 @@ def plan_model(
         stats=[stats],
         debug=False,
     )
-    plan = planner.plan(model, [EmbeddingCollectionSharder(fused_params=_fused_params(optim, env))])
+    fused = _fused_params(optim, env)  # the sharders shard_model uses, so the plan is training's
+    plan = planner.plan(model, [EmbeddingCollectionSharder(fused_params=fused), EmbeddingBagCollectionSharder(fused_params=fused)])
     report = summarise_plan(plan, topology.world_size, optimizer=optim.sparse_optimizer,
                             estimates=_estimates(stats.best_plan, topology.world_size))
     report["topology"] = dataclasses.asdict(topology)
