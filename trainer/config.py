@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from trainer.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+EVAL_PROTOCOLS = ("seen_removed", "none")  # = trainer.evaluation.results.PROTOCOLS (no torch import here)
 WINDOWS = ("last", "random")  # = trainer.data.loader.WINDOWS (not imported: that module pulls in torch)
 SHARDINGS = ("auto", "table_wise", "row_wise", "column_wise", "replicated")
 LOSSES = ("softmax", "sampled_softmax", "bce", "bpr", "gbce")
@@ -98,7 +99,10 @@ class EvalConfig:
     """Full-ranking evaluation (and the SASRec-paper sampled protocol as a labelled option)."""
 
     ks: list[int] = dataclasses.field(default_factory=lambda: [1, 5, 10, 20])
-    filter_seen: bool = True
+    # which items leave the ranking (trainer.evaluation.results.PROTOCOLS): seen_removed = every item of the
+    # user's history, a repeated target included, so a repeat is a miss (S3-Rec and most papers); none =
+    # nothing removed, seen items and repeats rank like any item (RecBole's full ranking of sequential models)
+    protocol: str = "seen_removed"
     sampled_negatives: int = 0  # > 0: rank the target among this many sampled negatives (paper protocol)
     item_chunk: int = 65536
     per_user: bool = True  # write per-user metrics (Parquet) for significance tests
@@ -166,6 +170,7 @@ def from_dict(raw: DictConfig | dict[str, Any]) -> TrainConfig:
     OmegaConf.set_struct(schema, True)
     if isinstance(raw, DictConfig):  # plain data, so keys forced in with `+key=` are checked too
         raw = OmegaConf.to_container(raw, resolve=True)
+    raw = _migrate(raw)
     try:
         merged = OmegaConf.merge(schema, raw)
         cfg = OmegaConf.to_object(merged)
@@ -174,6 +179,17 @@ def from_dict(raw: DictConfig | dict[str, Any]) -> TrainConfig:
     assert isinstance(cfg, TrainConfig)
     validate(cfg)
     return cfg
+
+
+def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
+    """Read run folders written before ``eval.protocol`` existed: ``eval.filter_seen`` true/false becomes
+    ``seen_removed``/``none`` (both evaluated with today's rule: a repeated target is removed with its history)."""
+    old = raw.get("eval") if isinstance(raw, dict) else None
+    if isinstance(old, dict) and "filter_seen" in old:
+        old = dict(old)
+        old.setdefault("protocol", "seen_removed" if old.pop("filter_seen") else "none")
+        raw = {**raw, "eval": old}
+    return raw
 
 
 def to_yaml(cfg: TrainConfig) -> str:
@@ -232,6 +248,10 @@ def validate(cfg: TrainConfig) -> None:
         (d.window in WINDOWS, f"data.window={d.window!r} is unknown; choose one of {', '.join(WINDOWS)}"),
         (t.eval_split in ("valid", "test"), "trainer.eval_split must be valid or test"),
         (not (t.resume and t.init_from), "trainer.resume and trainer.init_from exclude each other; set one"),
+        (
+            e.protocol in EVAL_PROTOCOLS,
+            f"eval.protocol={e.protocol!r} is unknown; choose one of {', '.join(EVAL_PROTOCOLS)}",
+        ),
         (
             all(k >= 1 for k in e.ks) and 10 in e.ks,
             "eval.ks must be positive and include 10 (early stopping)",

@@ -39,12 +39,12 @@ def test_evaluate_command_full_and_sampled(trained_run: Path) -> None:
     trained = json.loads((trained_run / "metrics.json").read_text())
     assert seqrec(["evaluate", str(trained_run), "--split", "valid"]) == 0
     full = json.loads((trained_run / "eval_valid.json").read_text())
-    assert full["protocol"] == "full"
+    assert (full["protocol"], full["ranking"], full["split_policy"]) == ("seen_removed", "full", "leave_one_out")
     assert full["ndcg@10"] == pytest.approx(trained["valid"]["ndcg@10"], abs=1e-6)
     assert seqrec(["evaluate", str(trained_run), "--split", "valid", "eval.sampled_negatives=100"]) == 0
     sampled = json.loads((trained_run / "eval_valid_sampled100.json").read_text())
     assert json.loads((trained_run / "eval_valid.json").read_text()) == full  # not replaced
-    assert sampled["protocol"] == "sampled-100" and sampled["users"] == full["users"]
+    assert sampled["ranking"] == "sampled-100" and sampled["users"] == full["users"]
     # 100 sampled competitors instead of ~300 items: the paper protocol is the easier one.
     assert sampled["ndcg@10"] > full["ndcg@10"]
     for name in ("valid", "valid_sampled100"):
@@ -54,3 +54,41 @@ def test_evaluate_command_full_and_sampled(trained_run: Path) -> None:
 
 def test_evaluate_command_errors(tmp_path: Path) -> None:
     assert seqrec(["evaluate", str(tmp_path)]) == 2
+
+
+def test_other_settings_write_new_files_or_are_refused(trained_run: Path, tiny_dataset: Path) -> None:
+    assert seqrec(["evaluate", str(trained_run), "--split", "valid", "eval.protocol=none"]) == 0
+    none = json.loads((trained_run / "eval_valid_none.json").read_text())
+    assert none["protocol"] == "none" and none["removed_targets"] == 0.0
+    assert none["dataset"] == json.loads((trained_run / "metrics.json").read_text())["valid"]["dataset"]
+    before = (trained_run / "eval_valid_none.json").read_text()
+    # same name, other ks: refused, the file untouched; --overwrite replaces it
+    assert seqrec(["evaluate", str(trained_run), "--split", "valid", "eval.protocol=none", "eval.ks=[10]"]) == 2
+    assert (trained_run / "eval_valid_none.json").read_text() == before
+    assert seqrec(["evaluate", str(trained_run), "--split", "valid", "--overwrite", "eval.protocol=none",
+                   "eval.ks=[10]"]) == 0
+    assert "ndcg@5" not in json.loads((trained_run / "eval_valid_none.json").read_text())
+    users = pq.read_table(tiny_dataset / "users.parquet").to_pydict()
+    raw_of = dict(zip(users["user_idx"], users["raw_id"]))
+    per_user = pq.read_table(trained_run / "per_user_valid_none.rank0.parquet").to_pydict()
+    assert per_user["user_id"] == [raw_of[u] for u in per_user["user_idx"]]
+
+
+def test_popularity_baseline_writes_its_results(tiny_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pop"
+    assert seqrec(["evaluate", "--popularity", str(tiny_dataset), "--output", str(out)]) == 0
+    results = json.loads((out / "eval_test.json").read_text())
+    assert results["baseline"] == "popularity" and results["protocol"] == "seen_removed"
+    assert pq.read_table(out / "per_user_test.rank0.parquet").num_rows == results["users"]
+    assert seqrec(["evaluate", "--popularity", str(tiny_dataset), "--output", str(out), "eval.ks=[10]"]) == 2
+
+
+def test_run_configs_with_the_old_filter_seen_key_still_load() -> None:
+    from omegaconf import OmegaConf
+
+    from trainer.config import TrainConfig, from_dict, to_yaml
+
+    raw = OmegaConf.to_container(OmegaConf.create(to_yaml(TrainConfig())))
+    del raw["eval"]["protocol"]
+    assert from_dict({**raw, "eval": {**raw["eval"], "filter_seen": False}}).eval.protocol == "none"
+    assert from_dict({**raw, "eval": {**raw["eval"], "filter_seen": True}}).eval.protocol == "seen_removed"
