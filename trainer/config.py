@@ -103,6 +103,8 @@ class EvalConfig:
     # user's history, a repeated target included, so a repeat is a miss (S3-Rec and most papers); none =
     # nothing removed, seen items and repeats rank like any item (RecBole's full ranking of sequential models)
     protocol: str = "seen_removed"
+    # beyond-accuracy metrics (trainer.evaluation.beyond) of the top-K lists at this K; 0 = off
+    beyond_k: int = 10
     sampled_negatives: int = 0  # > 0: rank the target among this many sampled negatives (paper protocol)
     item_chunk: int = 65536
     per_user: bool = True  # write per-user metrics (Parquet) for significance tests
@@ -248,6 +250,10 @@ def validate(cfg: TrainConfig) -> None:
         (d.window in WINDOWS, f"data.window={d.window!r} is unknown; choose one of {', '.join(WINDOWS)}"),
         (t.eval_split in ("valid", "test"), "trainer.eval_split must be valid or test"),
         (not (t.resume and t.init_from), "trainer.resume and trainer.init_from exclude each other; set one"),
+        (
+            0 <= e.beyond_k <= max(e.ks, default=0),
+            f"eval.beyond_k={e.beyond_k} must lie in 0..max(eval.ks) (the top-k lists are that long)",
+        ),
         (
             e.protocol in EVAL_PROTOCOLS,
             f"eval.protocol={e.protocol!r} is unknown; choose one of {', '.join(EVAL_PROTOCOLS)}",

@@ -28,9 +28,8 @@ from torch import nn
 from trainer.config import EvalConfig
 from trainer.data.schema import SEQUENCES, Manifest
 from trainer.distributed import DistEnv
-from trainer.evaluation.metrics import MetricAccumulator
-from trainer.evaluation.ranking import full_ranking, sample_negatives, sampled_ranks
-from trainer.evaluation.results import check_writable, protocol_labels, results_name, write_json_atomic
+from trainer.evaluation.accumulate import EvaluationPass
+from trainer.evaluation.results import check_writable, results_name, write_json_atomic
 
 log = logging.getLogger("seqrec.evaluate")
 
@@ -111,70 +110,34 @@ def evaluate_model(
     env: DistEnv,
     per_user_path: Path | None = None,
     progress: bool = False,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Metrics of ``model`` over every example of ``loader`` (a kind="last" loader), reduced across ranks."""
-    split = loader.dataset.config.split
+    from tqdm.auto import tqdm
+
+    split, folder = loader.dataset.config.split, str(loader.dataset.folder)
     was_training = model.training
     model.eval()
     inner = unwrap(model)
     items = item_table(model, manifest.num_items, env)
-    remove_seen = cfg.protocol == "seen_removed"
-    seen_index = SeenIndex.cached(loader.dataset.folder, split) if remove_seen or cfg.sampled_negatives else None
-    sampled = cfg.sampled_negatives > 0
-    removed = torch.zeros(2, dtype=torch.float64, device=env.device)  # targets removed by the protocol (repeats), all targets
-    acc = MetricAccumulator(
-        ks=cfg.ks,
-        metrics=("ndcg", "hr", "recall", "mrr", "map")
-        if sampled
-        else ("ndcg", "hr", "recall", "mrr", "map", "coverage"),
-        num_items=manifest.num_items,
-        keep_per_user=per_user_path is not None,
-    )
-    generator = torch.Generator().manual_seed(1234 + env.rank)
-    users: list[torch.Tensor] = []
-    from tqdm.auto import tqdm
-
+    needs_seen = cfg.protocol == "seen_removed" or cfg.sampled_negatives or cfg.beyond_k
+    seen_index = SeenIndex.cached(folder, split) if needs_seen else None
+    state = EvaluationPass(cfg, manifest, folder, items, seen_index, env.device, per_user_path is not None)
     for batch in tqdm(loader, desc=f"evaluate {split}", disable=not (progress and env.is_main), leave=False):
         batch = batch.to(env.device)
-        queries = inner.encode(batch).float()
-        targets = batch.sparse["target"]
-        seen = seen_index.gather(batch.user_idx) if seen_index is not None else None
-        if sampled:
-            first = targets.offsets()[:-1]
-            target = targets.values()[first]
-            negatives = sample_negatives(manifest.num_items, target, seen, cfg.sampled_negatives, generator)
-            acc.update(sampled_ranks(queries, items, target, negatives))
-        else:
-            mask = seen if remove_seen else None
-            jagged = (targets.values(), targets.offsets())
-            result = full_ranking(queries, items, max(cfg.ks), jagged, mask, cfg.item_chunk)
-            acc.update(result.ranks.rank, targets.offsets(), topk_ids=result.ids)
-            removed[0] += result.ranks.removed.sum()
-            removed[1] += targets.values().numel()
-        users.append(batch.user_idx.cpu())
+        state.add(batch, inner.encode(batch).float())
     if per_user_path is not None:
-        _write_per_user(
-            per_user_path,
-            env,
-            torch.cat(users) if users else torch.empty(0, dtype=torch.int64),
-            acc,
-            Path(loader.dataset.folder),
-        )
-    acc.all_reduce()
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(removed)
+        _write_per_user(per_user_path, env, *state.per_user(), Path(folder))
     model.train(was_training)
-    metrics: dict[str, Any] = acc.compute()
-    if not sampled:
-        metrics["removed_targets"] = float(removed[0] / removed[1].clamp(min=1))  # share of repeated targets
-    return {**metrics, **protocol_labels(manifest, split, cfg.protocol, cfg.sampled_negatives)}
+    return state.finish(split)
 
 
-def _write_per_user(path: Path, env: DistEnv, users: torch.Tensor, acc: MetricAccumulator, folder: Path) -> None:
+def _write_per_user(
+    path: Path, env: DistEnv, users: torch.Tensor, values: dict[str, torch.Tensor], folder: Path
+) -> None:
     """One Parquet file per rank (``<name>.rank<r>.parquet``): user_idx, the raw user id and every per-user
     metric; written to a temporary name and renamed, so a crash leaves no half-written file."""
     columns = {"user_idx": pa.array(users.numpy()), "user_id": raw_user_ids(folder, users.numpy())}
-    columns.update({name: pa.array(v.numpy()) for name, v in acc.per_user().items()})
+    columns.update({name: pa.array(v.numpy()) for name, v in values.items()})
     final = path.with_suffix(f".rank{env.rank}.parquet")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp")

@@ -50,6 +50,12 @@ def test_evaluate_command_full_and_sampled(trained_run: Path) -> None:
     for name in ("valid", "valid_sampled100"):
         per_user = pq.read_table(trained_run / f"per_user_{name}.rank0.parquet")
         assert per_user.num_rows == full["users"] and "ndcg@10" in per_user.column_names
+    # beyond-accuracy metrics: per user in the full-ranking file, and by bucket, every user in one bucket
+    columns = pq.read_table(trained_run / "per_user_valid.rank0.parquet").column_names
+    assert {"novelty", "ild", "serendipity", "history_length", "target_bucket"} <= set(columns)
+    for grouping in ("history_length", "target_popularity"):
+        assert sum(b["users"] for b in full["buckets"][grouping].values()) == full["users"]
+    assert 0 < full["gini@10"] < 1 and 0 < full["ild@10"] <= 1  # the synthetic items have categories
 
 
 def test_evaluate_command_errors(tmp_path: Path) -> None:
