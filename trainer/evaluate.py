@@ -12,6 +12,7 @@ its dataset, split, split policy (leave-one-out or time cut), protocol and ranki
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -25,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from trainer.baselines import BASELINES, BaselineConfig, fit
 from trainer.config import EvalConfig
 from trainer.data.schema import SEQUENCES, Manifest
 from trainer.distributed import DistEnv
@@ -170,6 +172,12 @@ def add_arguments(parser: Any) -> None:
     )
     parser.add_argument("--popularity", action="store_true", help="same as --baseline popularity")
     parser.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="baseline hyper-parameter, repeatable: ease_lambda (500), knn_neighbours (100), knn_shrink (10)",
+    )
+    parser.add_argument(
         "--output",
         help="folder for a baseline's results (default: outputs/baselines/<dataset folder name>/<baseline>)",
     )
@@ -189,23 +197,36 @@ def add_arguments(parser: Any) -> None:
     )
 
 
-BASELINES = ("popularity",)
-
-
-def evaluate_popularity(
-    folder: str | Path, split: str, cfg: EvalConfig, batch_size: int = 1024, per_user_path: Path | None = None
+def evaluate_baseline(
+    folder: str | Path,
+    split: str,
+    cfg: EvalConfig,
+    name: str = "popularity",
+    params: BaselineConfig | None = None,
+    per_user_path: Path | None = None,
+    batch_size: int = 512,
 ) -> dict[str, Any]:
-    """The most-popular baseline under exactly the protocol used for trained models (this process only)."""
-    from modules.popularity import Popularity
+    """A baseline fitted on the folder's training part, under exactly the protocol of trained models (one process)."""
     from trainer.data.loader import LoaderConfig, build_loader
-    from trainer.data.schema import ITEMS, read_manifest
+    from trainer.data.schema import read_manifest
 
     manifest = read_manifest(folder)
-    popularity = pq.read_table(Path(folder) / ITEMS, columns=["popularity"]).column("popularity").to_numpy()
-    model = Popularity(torch.from_numpy(np.concatenate([[0], popularity]).astype(np.float32)))
-    loader = build_loader(folder, LoaderConfig(batch_size=batch_size, max_len=1, kind="last", split=split, shuffle=False))
+    model = fit(name, folder, params or BaselineConfig())
+    # the item-to-item baselines read the whole history; popularity none of it
+    max_len = 1 if name == "popularity" else FULL_HISTORY
+    loader = build_loader(
+        folder, LoaderConfig(batch_size=batch_size, max_len=max_len, kind="last", split=split, shuffle=False)
+    )
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend="none")
     return evaluate_model(model, loader, manifest, cfg, env, per_user_path)
+
+
+def evaluate_popularity(folder: str | Path, split: str, cfg: EvalConfig) -> dict[str, Any]:
+    """The most-popular baseline (`evaluate_baseline` with ``name="popularity"``)."""
+    return evaluate_baseline(folder, split, cfg, "popularity")
+
+
+FULL_HISTORY = 1 << 20
 
 
 def _results_target(out_dir: Path, split: str, cfg: EvalConfig, tags: tuple[str, ...]) -> tuple[Path, Path | None]:
@@ -219,6 +240,23 @@ def _settings(cfg: EvalConfig, **extra: Any) -> dict[str, Any]:
     return {**extra, "protocol": cfg.protocol, "sampled_negatives": cfg.sampled_negatives, "ks": sorted(cfg.ks)}
 
 
+def _baseline_params(pairs: list[str]) -> BaselineConfig:
+    """``--param KEY=VALUE`` pairs into a `BaselineConfig` (unknown keys and bad values name the key)."""
+    from trainer.errors import ConfigError
+
+    known = {f.name: f.type for f in dataclasses.fields(BaselineConfig)}
+    values: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, _, value = pair.partition("=")
+        if key not in known:
+            raise ConfigError(f"--param {key}: unknown; choose from {', '.join(known)}")
+        try:
+            values[key] = int(value) if known[key] in (int, "int") else float(value)
+        except ValueError:
+            raise ConfigError(f"--param {key}={value!r}: not a number") from None
+    return BaselineConfig(**values)
+
+
 def _run_baseline(args: Any, name: str) -> int:
     from trainer.config import load_config
     from trainer.errors import ConfigError
@@ -230,9 +268,9 @@ def _run_baseline(args: Any, name: str) -> int:
     folder = Path(args.run)
     out_dir = Path(args.output) if args.output else Path("outputs") / "baselines" / folder.resolve().name / name
     out, per_user = _results_target(out_dir, args.split, cfg, ())
-    settings = _settings(cfg, baseline=name, data=str(folder))
+    settings = _settings(cfg, baseline=name, data=str(folder), params=dataclasses.asdict(_baseline_params(args.param)))
     check_writable(out, settings, args.overwrite)
-    metrics = evaluate_popularity(folder, args.split, cfg, per_user_path=per_user)
+    metrics = evaluate_baseline(folder, args.split, cfg, name, _baseline_params(args.param), per_user)
     write_json_atomic(out, {"baseline": name, "settings": settings, **metrics})
     print(json.dumps({"baseline": name, **metrics}, indent=2))
     print(f"metrics written to {out}")
