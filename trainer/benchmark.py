@@ -87,10 +87,9 @@ def cell_dir(grid: Grid, dataset: str, model: ModelSpec, seed: int) -> Path:
 
 def _results_file(grid: Grid, folder: Path) -> Path:
     from trainer.config import load_config
-    from trainer.evaluation.results import results_name
+    from trainer.evaluation.results import results_stem
 
-    cfg = load_config(grid.eval).eval
-    return folder / f"eval_{results_name(grid.split, cfg.protocol, cfg.sampled_negatives)}.json"
+    return folder / f"eval_{results_stem(grid.split, load_config(grid.eval).eval)}.json"
 
 
 def _evaluate(args: list[str]) -> None:

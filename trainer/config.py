@@ -20,6 +20,7 @@ from trainer.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 EVAL_PROTOCOLS = ("seen_removed", "none")  # = trainer.evaluation.results.PROTOCOLS (no torch import here)
+RERANKERS = ("none", "popularity", "mmr")  # modules.rerank
 WINDOWS = ("last", "random")  # = trainer.data.loader.WINDOWS (not imported: that module pulls in torch)
 SHARDINGS = ("auto", "table_wise", "row_wise", "column_wise", "replicated")
 LOSSES = ("softmax", "sampled_softmax", "bce", "bpr", "gbce")
@@ -103,6 +104,11 @@ class EvalConfig:
     # user's history, a repeated target included, so a repeat is a miss (S3-Rec and most papers); none =
     # nothing removed, seen items and repeats rank like any item (RecBole's full ranking of sequential models)
     protocol: str = "seen_removed"
+    # re-ranking of the top rerank_candidates before the metrics (modules.rerank): none | popularity (penalty on
+    # standardised log popularity, strength >= 0) | mmr (diversity, strength in [0, 1]); strength 0 = plain ranking
+    rerank: str = "none"
+    rerank_strength: float = 0.0
+    rerank_candidates: int = 100
     # beyond-accuracy metrics (trainer.evaluation.beyond) of the top-K lists at this K; 0 = off
     beyond_k: int = 10
     sampled_negatives: int = 0  # > 0: rank the target among this many sampled negatives (paper protocol)
@@ -253,6 +259,15 @@ def validate(cfg: TrainConfig) -> None:
         (
             0 <= e.beyond_k <= max(e.ks, default=0),
             f"eval.beyond_k={e.beyond_k} must lie in 0..max(eval.ks) (the top-k lists are that long)",
+        ),
+        (e.rerank in RERANKERS, f"eval.rerank={e.rerank!r} is unknown; choose one of {', '.join(RERANKERS)}"),
+        (
+            e.rerank_strength >= 0 and (e.rerank != "mmr" or e.rerank_strength <= 1),
+            f"eval.rerank_strength={e.rerank_strength} must be >= 0 (and <= 1 for mmr)",
+        ),
+        (
+            e.rerank_candidates >= max(e.ks, default=1),
+            f"eval.rerank_candidates={e.rerank_candidates} must be >= max(eval.ks)",
         ),
         (
             e.protocol in EVAL_PROTOCOLS,

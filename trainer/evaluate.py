@@ -31,7 +31,7 @@ from trainer.config import EvalConfig
 from trainer.data.schema import SEQUENCES, Manifest
 from trainer.distributed import DistEnv
 from trainer.evaluation.accumulate import EvaluationPass
-from trainer.evaluation.results import check_writable, results_name, write_json_atomic
+from trainer.evaluation.results import check_writable, results_stem, write_json_atomic
 
 log = logging.getLogger("seqrec.evaluate")
 
@@ -231,13 +231,15 @@ FULL_HISTORY = 1 << 20
 
 def _results_target(out_dir: Path, split: str, cfg: EvalConfig, tags: tuple[str, ...]) -> tuple[Path, Path | None]:
     """The results file and the per-user file stem of these settings."""
-    name = results_name(split, cfg.protocol, cfg.sampled_negatives, tags)
+    name = results_stem(split, cfg, tags)
     return out_dir / f"eval_{name}.json", (out_dir / f"per_user_{name}.parquet" if cfg.per_user else None)
 
 
 def _settings(cfg: EvalConfig, **extra: Any) -> dict[str, Any]:
     """What the results depend on, recorded in the file so a rerun with other settings is noticed."""
-    return {**extra, "protocol": cfg.protocol, "sampled_negatives": cfg.sampled_negatives, "ks": sorted(cfg.ks)}
+    knobs = {"rerank": cfg.rerank, "rerank_strength": cfg.rerank_strength, "rerank_candidates": cfg.rerank_candidates}
+    return {**extra, "protocol": cfg.protocol, "sampled_negatives": cfg.sampled_negatives, "ks": sorted(cfg.ks),
+            **(knobs if cfg.rerank != "none" else {})}
 
 
 def _baseline_params(pairs: list[str]) -> BaselineConfig:

@@ -12,11 +12,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from modules.rerank import mmr, popularity_penalty
 from trainer.config import EvalConfig
 from trainer.data.schema import Manifest
 from trainer.evaluation import beyond
 from trainer.evaluation.metrics import MetricAccumulator, hit_rate_at_k, ndcg_at_k
-from trainer.evaluation.ranking import full_ranking, sample_negatives, sampled_ranks
+from trainer.evaluation.ranking import FullRanking, full_ranking, sample_negatives, sampled_ranks
 from trainer.evaluation.results import protocol_labels
 
 RANK = ("ndcg", "hr", "recall", "mrr", "map")
@@ -53,9 +54,10 @@ class EvaluationPass:
         )
         self.removed = torch.zeros(2, dtype=torch.float64, device=device)  # removed targets, all targets
         self.beyond = None
+        self.popularity = beyond.train_popularity(folder, manifest.num_items).to(items)
         if cfg.beyond_k and not self.sampled:
             self.beyond = beyond.build(folder, manifest, cfg.beyond_k, device)
-            self.popular = self.beyond.popularity.to(items).unsqueeze(1)  # (N + 1, 1): ranks by popularity
+            self.popular = self.popularity.unsqueeze(1)  # (N + 1, 1) "embeddings" that rank by popularity
         self.generator = torch.Generator().manual_seed(1234 + (dist.get_rank() if dist.is_initialized() else 0))
         self.users: list[torch.Tensor] = []
         self.extra: list[dict[str, torch.Tensor]] = []
@@ -75,12 +77,35 @@ class EvaluationPass:
             return
         mask = seen if self.remove_seen else None
         jagged = (targets.values(), targets.offsets())
-        result = full_ranking(queries, self.items, max(self.cfg.ks), jagged, mask, self.cfg.item_chunk)
+        k = max(self.cfg.ks)
+        depth = max(k, self.cfg.rerank_candidates) if self.cfg.rerank != "none" else k
+        result = full_ranking(queries, self.items, depth, jagged, mask, self.cfg.item_chunk)
+        if self.cfg.rerank != "none":
+            result = self._rerank(result, targets, k)
         self.acc.update(result.ranks.rank, targets.offsets(), topk_ids=result.ids)
         self.removed[0] += result.ranks.removed.sum()
         self.removed[1] += targets.values().numel()
         if self.beyond is not None:
             self._add_beyond(result, targets, first, seen, mask)
+
+    def _rerank(self, result: FullRanking, targets: Any, k: int) -> FullRanking:
+        """Re-rank the candidates; a target's rank becomes its position in the new top k, else max(rank, k).
+
+        Metrics at cutoffs up to k are exact for the re-ranked list; MRR of a target outside it keeps the
+        model's own rank (at least k).
+        """
+        cfg = self.cfg
+        if cfg.rerank == "popularity":
+            ids = popularity_penalty(result.scores, result.ids, self.popularity, cfg.rerank_strength, k)
+        else:
+            ids = mmr(result.scores, result.ids, self.items, cfg.rerank_strength, k)
+        rows = torch.repeat_interleave(
+            torch.arange(ids.shape[0], device=ids.device), targets.offsets()[1:] - targets.offsets()[:-1]
+        )
+        match = ids[rows] == targets.values().unsqueeze(1)
+        found = match.any(1)
+        rank = torch.where(found, match.int().argmax(1), result.ranks.rank.clamp(min=k))
+        return FullRanking(None, ids, result.ranks._replace(rank=rank))
 
     def _add_beyond(self, result: Any, targets: Any, first: torch.Tensor, seen: Any, mask: Any) -> None:
         k = self.cfg.beyond_k

@@ -110,12 +110,18 @@ def category_vectors(folder: str | Path, manifest: Manifest) -> torch.Tensor | N
     return None
 
 
-def build(folder: str | Path, manifest: Manifest, k: int, device: torch.device) -> BeyondAccuracy:
-    """The accumulator of a dataset folder: its train popularity, user count and categories (if any)."""
+def train_popularity(folder: str | Path, num_items: int) -> torch.Tensor:
+    """``(N + 1,) float64`` train count of every item id (0 for padding), from ``items.parquet``."""
     pop = pq.read_table(Path(folder) / ITEMS, columns=["item_idx", "popularity"])
-    popularity = torch.zeros(manifest.num_items + 1, dtype=torch.float64)
+    popularity = torch.zeros(num_items + 1, dtype=torch.float64)
     idx = torch.from_numpy(pop.column("item_idx").to_numpy().astype(np.int64))
     popularity[idx] = torch.from_numpy(pop.column("popularity").to_numpy().astype(np.float64))
+    return popularity
+
+
+def build(folder: str | Path, manifest: Manifest, k: int, device: torch.device) -> BeyondAccuracy:
+    """The accumulator of a dataset folder: its train popularity, user count and categories (if any)."""
+    popularity = train_popularity(folder, manifest.num_items)
     return BeyondAccuracy(k, popularity, manifest.num_users, category_vectors(folder, manifest), device)
 
 

@@ -62,6 +62,13 @@ def results_name(split: str, protocol: str, sampled_negatives: int = 0, tags: tu
     return "_".join([*parts, *tags])
 
 
+def results_stem(split: str, cfg: Any, tags: tuple[str, ...] = ()) -> str:
+    """`results_name` of an `EvalConfig`, a re-ranker adding ``<kind><strength>`` (e.g. ``test_mmr0.3``)."""
+    if cfg.rerank != "none":
+        tags = (*tags, f"{cfg.rerank}{cfg.rerank_strength:g}")
+    return results_name(split, cfg.protocol, cfg.sampled_negatives, tags)
+
+
 def check_writable(path: Path, settings: dict[str, Any], overwrite: bool) -> None:
     """Refuse to replace ``path`` when it holds results of other settings, unless ``overwrite``."""
     if overwrite or not path.is_file():
