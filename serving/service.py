@@ -6,8 +6,9 @@ Any server adapter (the TorchServe handler in `serving.handler`, a test, a scrip
     parsed = [service.parse(body) for body in bodies]          # RequestError -> answer 400 for that one
     answers = service.recommend(parsed)                         # one dict per request
 
-A request body is JSON ``{"history": [raw item ids, oldest first], "k": 10, "exclude_seen": true}`` (``k`` and
-``exclude_seen`` optional). Raw ids may be strings or integers (matched by their string form). Unknown ids are
+A request body is JSON ``{"history": [raw item ids, oldest first], "k": 10, "exclude_seen": true,
+"popularity_penalty": 0.5}`` (all but ``history`` optional; a penalty > 0 re-ranks the model's top 100 against
+popularity, `modules.rerank`, as ``eval.rerank=popularity`` does in evaluation). Raw ids may be strings or integers (matched by their string form). Unknown ids are
 dropped and listed in ``unknown``; a request with no known item left gets the most popular items
 (``fallback: true``). Loading reads TorchScript and JSON only: no pickles.
 """
@@ -24,7 +25,8 @@ import numpy as np
 import torch
 
 MODEL_FILE, ID_MAP_FILE, METADATA_FILE = "model.pt", "id_map.json", "metadata.json"
-FIELDS = ("history", "k", "exclude_seen")
+FIELDS = ("history", "k", "exclude_seen", "popularity_penalty")
+RERANK_CANDIDATES = 100  # candidates the popularity penalty re-ranks (modules.rerank), clipped to the catalogue
 
 
 class RequestError(ValueError):
@@ -48,6 +50,7 @@ class Request:
     unknown: list[str]
     k: int
     exclude_seen: bool
+    popularity_penalty: float = 0.0
 
 
 class Recommender:
@@ -68,6 +71,7 @@ class Recommender:
         counts = np.asarray(popularity, dtype=np.float64)
         self.popular = np.argsort(-counts, kind="stable")  # 0-based rows, most popular first
         self.popular_scores = counts[self.popular]
+        self.popularity = torch.from_numpy(np.concatenate([[0.0], counts]))  # (N + 1,) for the re-ranker
         self.limits = limits or Limits()
         self.max_k = min(self.limits.max_k, len(raw_ids))
 
@@ -120,8 +124,11 @@ class Recommender:
             raise RequestError(f"'k' must be in [1, {self.max_k}], got {k}")
         if not isinstance(exclude_seen, bool):
             raise RequestError(f"'exclude_seen' must be true or false, got {type(exclude_seen).__name__}")
+        penalty = body.get("popularity_penalty", 0.0)
+        if not isinstance(penalty, int | float) or isinstance(penalty, bool) or not 0 <= penalty <= 100:
+            raise RequestError(f"'popularity_penalty' must be a number in [0, 100], got {penalty!r}")
         items, unknown = self._history(body.get("history"))
-        return Request(items=items, unknown=unknown, k=k, exclude_seen=exclude_seen)
+        return Request(items=items, unknown=unknown, k=k, exclude_seen=exclude_seen, popularity_penalty=float(penalty))
 
     def _history(self, history: Any) -> tuple[list[int], list[str]]:
         if not isinstance(history, list):
@@ -151,14 +158,35 @@ class Recommender:
     def _score(self, requests: list[Request], group: list[int], exclude: bool, answers: list) -> None:
         lengths = torch.tensor([len(requests[i].items) for i in group], dtype=torch.int64)
         history = torch.tensor([x for i in group for x in requests[i].items], dtype=torch.int64)
-        k = max(requests[i].k for i in group)
+        depth = min(RERANK_CANDIDATES, len(self.raw_ids))
+        k = max(max(requests[i].k, depth if requests[i].popularity_penalty else 0) for i in group)
         with torch.inference_mode():
             scores, items = self.model(history, lengths, k, exclude)
-        scores, items = scores.numpy(), items.numpy()
+        scores, items = self._rerank(scores, items, [requests[i] for i in group])
         for row, i in enumerate(group):
             top = scores[row, : requests[i].k]
             keep = np.isfinite(top)  # fewer unseen items than k: the masked tail is -inf
             answers[i] = self._answer(items[row, : requests[i].k][keep], top[keep], requests[i], fallback=False)
+
+    def _rerank(
+        self, scores: torch.Tensor, items: torch.Tensor, requests: list[Request]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows with a popularity penalty re-ranked by `modules.rerank.popularity_penalty` (model scores kept)."""
+        from modules.rerank import popularity_penalty
+
+        scores, items = scores.clone(), items.clone()
+        for row, request in enumerate(requests):
+            if request.popularity_penalty:
+                ids = items[row : row + 1].masked_fill(~torch.isfinite(scores[row : row + 1]), 0)
+                top = popularity_penalty(
+                    scores[row : row + 1], ids, self.popularity, request.popularity_penalty, request.k
+                )
+                by_id = dict(zip(items[row].tolist(), scores[row].tolist()))
+                chosen = top[0][top[0] > 0]
+                items[row, : chosen.numel()] = chosen
+                scores[row, : chosen.numel()] = torch.tensor([by_id[int(x)] for x in chosen], dtype=scores.dtype)
+                scores[row, chosen.numel() :] = float("-inf")
+        return scores.numpy(), items.numpy()
 
     def _answer(self, items: np.ndarray, scores: np.ndarray, request: Request, fallback: bool) -> dict[str, Any]:
         return {
