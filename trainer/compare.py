@@ -8,10 +8,11 @@ policy, protocol or ranking are refused with the setting that differs. Writes ``
 and PNG plots: metrics with 95% CIs, NDCG@K by history length, the popularity-bias curve, coverage, and the
 accuracy/coverage trade-off.
 
-Examples:
-  seqrec compare outputs/baselines/ml1m/popularity outputs/sasrec_ml1m/ce --output outputs/compare/ml1m
-  seqrec compare pop=outputs/baselines/ml1m/popularity ce=outputs/ce/s1,outputs/ce/s2 --name test_none \\
-      --metrics ndcg@10 hr@10 novelty --output outputs/compare/ml1m-none
+Examples (after `seqrec benchmark configs/benchmark/ml1m_beauty.yaml`):
+  seqrec compare outputs/bench/ml1m/popularity outputs/bench/ml1m/ease --output outputs/compare/ml1m
+  seqrec compare pop=outputs/bench/ml1m/popularity \\
+      ce=outputs/bench/ml1m/sasrec_ce/seed42,outputs/bench/ml1m/sasrec_ce/seed43 \\
+      --metrics ndcg@10 hr@10 novelty --output outputs/compare/ml1m-seeds
 """
 
 from __future__ import annotations
