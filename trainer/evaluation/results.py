@@ -26,7 +26,7 @@ rank like any other item (RecBole's full ranking of sequential models). Keeping 
 removing the other seen items would use knowledge of the answer; no protocol does that."""
 
 # what must agree between runs before `compare` pairs their users
-IDENTITY_KEYS = ("dataset", "split", "split_policy", "protocol", "ranking")
+IDENTITY_KEYS = ("split_policy", "protocol", "ranking", "split", "dataset")
 
 
 def dataset_fingerprint(manifest: Manifest) -> str:
