@@ -120,7 +120,7 @@ def _train(grid: Grid, dataset: str, model: ModelSpec, seed: int, folder: Path) 
     from trainer.config import load_config
     from trainer.train import run_training
 
-    if (folder / "metrics.json").is_file():
+    if _trained(folder):
         return  # trained; only the evaluation was missing
     resume = folder.is_dir() and checkpoint.latest_checkpoint(folder) is not None
     if folder.is_dir() and not resume:
@@ -133,9 +133,19 @@ def _train(grid: Grid, dataset: str, model: ModelSpec, seed: int, folder: Path) 
         f"trainer.seed={seed}",
         f"trainer.resume={str(resume).lower()}",
         "trainer.progress=false",
+        "trainer.test_at_end=true",  # a run that ends without its test metrics was stopped early
         *grid.eval,
     ]
-    run_training(load_config(overrides))
+    if "test" not in run_training(load_config(overrides)):
+        raise ConfigError(f"{folder}: training stopped before its end (signal); run the benchmark again to resume it")
+
+
+def _trained(folder: Path) -> bool:
+    """A finished training writes its test metrics; a run stopped by a signal writes metrics.json without them."""
+    try:
+        return "test" in json.loads((folder / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 def cells(grid: Grid) -> list[tuple[str, ModelSpec, int]]:

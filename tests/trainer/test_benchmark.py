@@ -64,6 +64,15 @@ def test_killed_grid_resumes_without_redoing_finished_cells(tiny_dataset: Path, 
     assert seqrec(["benchmark", str(grid), "--dry-run"]) == 0
 
 
+def test_a_run_stopped_by_a_signal_is_resumed_not_taken_as_trained(tmp_path: Path) -> None:
+    from trainer.benchmark import _trained
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"steps": 83, "history": []}))  # what SIGTERM leaves
+    assert not _trained(tmp_path)
+    (tmp_path / "metrics.json").write_text(json.dumps({"steps": 480, "test": {"ndcg@10": 0.15}}))
+    assert _trained(tmp_path) and not _trained(tmp_path / "missing")
+
+
 def test_grid_file_errors_name_the_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("output: x\nseeds: [1]\ndatasets: {a: b}\nmodels: {m: {baseline: ease, train: [x=1]}}\n")
