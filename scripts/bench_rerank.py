@@ -23,7 +23,7 @@ COLUMNS = ("ndcg@10", "hr@10", "coverage@10", "gini@10", "avg_pop@10", "ild@10",
 
 def measure(run: Path, split: str, kind: str, strength: float, candidates: int) -> dict[str, float]:
     """One evaluation of ``run`` with the re-ranker ``kind`` at ``strength``."""
-    overrides = [f"eval.rerank={kind}", f"eval.rerank_strength={strength}", f"eval.rerank_candidates={candidates}",
+    overrides = [f"eval.bias_rerank={kind}", f"eval.bias_strength={strength}", f"eval.bias_candidates={candidates}",
                  "eval.per_user=false"]
     if seqrec(["evaluate", str(run), "--split", split, "--overwrite", *overrides]) != 0:
         raise SystemExit(f"evaluation failed: {kind} {strength}")

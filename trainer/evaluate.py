@@ -190,6 +190,13 @@ def add_arguments(parser: Any) -> None:
         help="replace an existing results file computed with other settings (refused otherwise)",
     )
     parser.add_argument(
+        "--rerank",
+        metavar="RANKER_RUN",
+        help="retrieve-then-rank: RUN retrieves --retrieve candidates, this run re-ranks them; reports both stages "
+        "alone and the two-stage list (eval_<split>_two_stage.json)",
+    )
+    parser.add_argument("--retrieve", type=int, default=100, help="candidates handed to --rerank (default 100)")
+    parser.add_argument(
         "overrides",
         nargs="*",
         metavar="KEY=VALUE",
@@ -237,9 +244,9 @@ def _results_target(out_dir: Path, split: str, cfg: EvalConfig, tags: tuple[str,
 
 def _settings(cfg: EvalConfig, **extra: Any) -> dict[str, Any]:
     """What the results depend on, recorded in the file so a rerun with other settings is noticed."""
-    knobs = {"rerank": cfg.rerank, "rerank_strength": cfg.rerank_strength, "rerank_candidates": cfg.rerank_candidates}
+    knobs = {"bias_rerank": cfg.bias_rerank, "bias_strength": cfg.bias_strength, "bias_candidates": cfg.bias_candidates}
     return {**extra, "protocol": cfg.protocol, "sampled_negatives": cfg.sampled_negatives, "ks": sorted(cfg.ks),
-            **(knobs if cfg.rerank != "none" else {})}
+            **(knobs if cfg.bias_rerank != "none" else {})}
 
 
 def _baseline_params(pairs: list[str]) -> BaselineConfig:
@@ -281,7 +288,12 @@ def _run_baseline(args: Any, name: str) -> int:
 
 def run(args: Any) -> int:
     """Load the run's best-validation (else newest) checkpoint, any world size; write ``eval_<name>.json`` and
-    ``per_user_<name>.rank<r>.parquet``, named by `results_name` (split, protocol, sampled negatives, checkpoint)."""
+    ``per_user_<name>.rank<r>.parquet``, named by `results_stem` (split, protocol, sampled negatives, checkpoint,
+    popularity re-ranking)."""
+    if getattr(args, "rerank", None):
+        from trainer.evaluation import two_stage
+
+        return two_stage.run(args)
     if args.popularity or args.baseline:
         return _run_baseline(args, args.baseline or "popularity")
     from omegaconf import OmegaConf
@@ -293,6 +305,7 @@ def run(args: Any) -> int:
     from trainer.distributed import init_distributed, shard_model, shutdown_distributed
     from trainer.errors import ConfigError
     from trainer.model_factory import build_model
+    from trainer.tasks import task_of
 
     ckpt = checkpoint.best_checkpoint(args.run)
     if ckpt is None:
@@ -309,18 +322,20 @@ def run(args: Any) -> int:
     try:
         manifest = read_manifest(cfg.data.path)
         model = shard_model(
-            build_model(cfg.model, manifest.num_items, cfg.data.max_len, torch.device("meta")), env, cfg.optim
+            build_model(cfg.model, manifest.num_items, cfg.data.max_len, torch.device("meta"), cfg.data.path),
+            env, cfg.optim,
         )
         checkpoint.load(ckpt, model, None, expect={"model": cfg.model.name, "num_items": manifest.num_items})
+        task = task_of(cfg.model)
         loader_cfg = LoaderConfig(
             batch_size=cfg.data.eval_batch_size,
             max_len=cfg.data.max_len,
-            kind="last",
+            kind=task.eval_kind,
             split=args.split,
             shuffle=False,
         )
         loader = build_loader(cfg.data.path, loader_cfg, env.rank, env.world_size)
-        metrics = evaluate_model(model, loader, manifest, cfg.eval, env, per_user, progress=True)
+        metrics = task.evaluate(model, loader, manifest, cfg.eval, env, per_user, progress=True)
     finally:
         shutdown_distributed()
     if env.is_main:

@@ -55,7 +55,7 @@ def test_killed_grid_resumes_without_redoing_finished_cells(tiny_dataset: Path, 
         assert path.stat().st_mtime_ns == mtime, f"{path} was redone"
     for cell in ("popularity", "ease", "sasrec/seed1", "sasrec/seed2"):
         assert (bench / cell / "eval_test.json").is_file(), cell
-    rows = list(csv.DictReader((tmp_path / "bench" / "results.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "bench" / "results.csv").read_text().splitlines()))
     assert [(r["model"], r["seeds"]) for r in rows] == [("popularity", "1"), ("sasrec", "2"), ("ease", "1")]
     assert rows[1]["anchor_source"] == "made-up anchor for the test" and float(rows[1]["ndcg@10_ci"]) > 0
     assert "| tiny | sasrec | 2 |" in (tmp_path / "bench" / "results.md").read_text()

@@ -92,25 +92,29 @@ def test_popularity_baseline_writes_its_results(tiny_dataset: Path, tmp_path: Pa
 def test_run_configs_with_the_old_filter_seen_key_still_load() -> None:
     from omegaconf import OmegaConf
 
-    from trainer.config import TrainConfig, from_dict, to_yaml
+    from trainer.config import from_dict, to_yaml
 
-    raw = OmegaConf.to_container(OmegaConf.create(to_yaml(TrainConfig())))
-    del raw["eval"]["protocol"]
-    assert from_dict({**raw, "eval": {**raw["eval"], "filter_seen": False}}).eval.protocol == "none"
-    assert from_dict({**raw, "eval": {**raw["eval"], "filter_seen": True}}).eval.protocol == "seen_removed"
+    def old_config(filter_seen: bool) -> dict:
+        raw = OmegaConf.to_container(OmegaConf.create(to_yaml(load_config([]))))
+        del raw["eval"]["protocol"]
+        raw["eval"]["filter_seen"] = filter_seen
+        return raw
+
+    assert from_dict(old_config(False)).eval.protocol == "none"
+    assert from_dict(old_config(True)).eval.protocol == "seen_removed"
 
 
-def test_rerank_strength_zero_is_the_plain_ranking_and_gets_its_own_file(trained_run: Path) -> None:
+def test_popularity_and_mmr_strength_zero_is_the_plain_ranking_and_gets_its_own_file(trained_run: Path) -> None:
     assert seqrec(["evaluate", str(trained_run), "--split", "valid"]) == 0
     plain = json.loads((trained_run / "eval_valid.json").read_text())
     for kind in ("mmr", "popularity"):
-        assert seqrec(["evaluate", str(trained_run), "--split", "valid", f"eval.rerank={kind}"]) == 0
+        assert seqrec(["evaluate", str(trained_run), "--split", "valid", f"eval.bias_rerank={kind}"]) == 0
         zero = json.loads((trained_run / f"eval_valid_{kind}0.json").read_text())
         for name in ("ndcg@10", "hr@20", "coverage@10", "gini@10"):
             assert zero[name] == pytest.approx(plain[name], abs=1e-12), (kind, name)
-    assert seqrec(["evaluate", str(trained_run), "--split", "valid", "eval.rerank=popularity",
-                   "eval.rerank_strength=2"]) == 0
+    assert seqrec(["evaluate", str(trained_run), "--split", "valid", "eval.bias_rerank=popularity",
+                   "eval.bias_strength=2"]) == 0
     strong = json.loads((trained_run / "eval_valid_popularity2.json").read_text())
     assert strong["avg_pop@10"] < plain["avg_pop@10"]
-    assert strong["settings"]["rerank_strength"] == 2.0
-    assert seqrec(["evaluate", str(trained_run), "eval.rerank=mmr", "eval.rerank_strength=2"]) == 2
+    assert strong["settings"]["bias_strength"] == 2.0
+    assert seqrec(["evaluate", str(trained_run), "eval.bias_rerank=mmr", "eval.bias_strength=2"]) == 2

@@ -78,9 +78,9 @@ class EvaluationPass:
         mask = seen if self.remove_seen else None
         jagged = (targets.values(), targets.offsets())
         k = max(self.cfg.ks)
-        depth = max(k, self.cfg.rerank_candidates) if self.cfg.rerank != "none" else k
+        depth = max(k, self.cfg.bias_candidates) if self.cfg.bias_rerank != "none" else k
         result = full_ranking(queries, self.items, depth, jagged, mask, self.cfg.item_chunk)
-        if self.cfg.rerank != "none":
+        if self.cfg.bias_rerank != "none":
             result = self._rerank(result, targets, k)
         self.acc.update(result.ranks.rank, targets.offsets(), topk_ids=result.ids)
         self.removed[0] += result.ranks.removed.sum()
@@ -95,10 +95,10 @@ class EvaluationPass:
         model's own rank (at least k).
         """
         cfg = self.cfg
-        if cfg.rerank == "popularity":
-            ids = popularity_penalty(result.scores, result.ids, self.popularity, cfg.rerank_strength, k)
+        if cfg.bias_rerank == "popularity":
+            ids = popularity_penalty(result.scores, result.ids, self.popularity, cfg.bias_strength, k)
         else:
-            ids = mmr(result.scores, result.ids, self.items, cfg.rerank_strength, k)
+            ids = mmr(result.scores, result.ids, self.items, cfg.bias_strength, k)
         rows = torch.repeat_interleave(
             torch.arange(ids.shape[0], device=ids.device), targets.offsets()[1:] - targets.offsets()[:-1]
         )

@@ -64,8 +64,8 @@ def results_name(split: str, protocol: str, sampled_negatives: int = 0, tags: tu
 
 def results_stem(split: str, cfg: Any, tags: tuple[str, ...] = ()) -> str:
     """`results_name` of an `EvalConfig`, a re-ranker adding ``<kind><strength>`` (e.g. ``test_mmr0.3``)."""
-    if cfg.rerank != "none":
-        tags = (*tags, f"{cfg.rerank}{cfg.rerank_strength:g}")
+    if cfg.bias_rerank != "none":
+        tags = (*tags, f"{cfg.bias_rerank}{cfg.bias_strength:g}")
     return results_name(split, cfg.protocol, cfg.sampled_negatives, tags)
 
 
