@@ -17,17 +17,22 @@ from pathlib import Path
 
 from trainer.cli import main as seqrec
 
-STRENGTHS = {"popularity": [0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5], "mmr": [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9]}
+STRENGTHS = {"popularity": "0,0.25,0.5,1,2", "mmr": "0,0.2,0.5,0.8"}
 COLUMNS = ("ndcg@10", "hr@10", "coverage@10", "gini@10", "avg_pop@10", "ild@10", "novelty@10")
 
 
-def measure(run: Path, split: str, kind: str, strength: float, candidates: int) -> dict[str, float]:
-    """One evaluation of ``run`` with the re-ranker ``kind`` at ``strength``."""
+def measure(run: Path, split: str, kind: str, strength: float, candidates: int, reuse: bool) -> dict[str, float]:
+    """One evaluation of ``run`` with the re-ranker ``kind`` at ``strength`` (``reuse``: read an existing file)."""
+    path = run / f"eval_{split}_{kind}{strength:g}.json"
+    if reuse and path.is_file():
+        results = json.loads(path.read_text())
+        if results["settings"].get("bias_candidates", candidates) == candidates:
+            return {c: results[c] for c in COLUMNS}
     overrides = [f"eval.bias_rerank={kind}", f"eval.bias_strength={strength}", f"eval.bias_candidates={candidates}",
                  "eval.per_user=false"]
     if seqrec(["evaluate", str(run), "--split", split, "--overwrite", *overrides]) != 0:
         raise SystemExit(f"evaluation failed: {kind} {strength}")
-    results = json.loads((run / f"eval_{split}_{kind}{strength:g}.json").read_text())
+    results = json.loads(path.read_text())
     return {c: results[c] for c in COLUMNS}
 
 
@@ -56,10 +61,16 @@ def main() -> None:
     parser.add_argument("--output", required=True, type=Path, help="folder for tradeoff.json and tradeoff.png")
     parser.add_argument("--split", default="test", choices=("valid", "test"))
     parser.add_argument("--candidates", type=int, default=100, help="candidates re-ranked per user (default 100)")
+    for kind, default in STRENGTHS.items():
+        parser.add_argument(f"--{kind}", default=default, help=f"comma-separated strengths (default {default})")
+    parser.add_argument("--reuse", action="store_true", help="read results files already in the run folder")
     args = parser.parse_args()
     curves: dict[str, list[dict[str, float]]] = {}
-    for kind, strengths in STRENGTHS.items():
-        curves[kind] = [{"strength": s, **measure(args.run, args.split, kind, s, args.candidates)} for s in strengths]
+    for kind in STRENGTHS:
+        strengths = [float(x) for x in getattr(args, kind).split(",")]
+        curves[kind] = [
+            {"strength": s, **measure(args.run, args.split, kind, s, args.candidates, args.reuse)} for s in strengths
+        ]
     plain = curves["popularity"][0]
     print(f"plain ranking: NDCG@10 {plain['ndcg@10']:.4f}, coverage@10 {plain['coverage@10']:.4f}")
     print("| re-ranker | strength | NDCG@10 | vs plain | coverage@10 | vs plain | gini@10 | avg pop@10 | ILD@10 |")
