@@ -34,6 +34,7 @@ from trainer.evaluation.accumulate import EvaluationPass
 from trainer.evaluation.results import check_writable, results_stem, write_json_atomic
 
 log = logging.getLogger("seqrec.evaluate")
+FULL_HISTORY = 1 << 20  # loader max_len that keeps every history item (the item-to-item baselines read all)
 
 
 class SeenIndex:
@@ -231,9 +232,6 @@ def evaluate_baseline(
 def evaluate_popularity(folder: str | Path, split: str, cfg: EvalConfig) -> dict[str, Any]:
     """The most-popular baseline (`evaluate_baseline` with ``name="popularity"``)."""
     return evaluate_baseline(folder, split, cfg, "popularity")
-
-
-FULL_HISTORY = 1 << 20
 
 
 def _results_target(out_dir: Path, split: str, cfg: EvalConfig, tags: tuple[str, ...]) -> tuple[Path, Path | None]:
