@@ -161,3 +161,19 @@ def test_popularity_penalty_per_request(handler, export_dir: Path) -> None:
     assert len(strong["items"]) == 10 and not set(strong["items"]) & set(history)
     assert np.mean([popularity[i] for i in strong["items"]]) < np.mean([popularity[i] for i in plain["items"]])
     assert strong["scores"] != sorted(strong["scores"], reverse=True)  # re-ranked against the model's order
+
+
+def test_diversity_per_request(handler, export_dir: Path) -> None:
+    h, context = handler
+    ids = _raw_ids(export_dir)
+    history = ids[20:26]
+    plain, zero, diverse, both = h.handle(
+        [{"body": {"history": history, "k": 10}}, {"body": {"history": history, "k": 10, "diversity": 0}},
+         {"body": {"history": history, "k": 10, "diversity": 0.9}},
+         {"body": {"history": history, "diversity": 0.5, "popularity_penalty": 1}}],
+        context,
+    )
+    assert zero == plain and context.statuses[3][0] == 400
+    assert 2 not in context.statuses, context.statuses
+    assert len(diverse["items"]) == 10 and diverse["items"][0] == plain["items"][0]  # MMR keeps the best first
+    assert diverse["items"] != plain["items"] and not set(diverse["items"]) & set(history)
