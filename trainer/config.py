@@ -67,6 +67,8 @@ class OptimConfig:
     # (batch mean x its targets / the epoch's mean targets per batch), so length-bucketed batches of short
     # histories move the weights less than batches of long ones
     loss_weight: str = "batch"
+    # > 0: evaluate and checkpoint an exponential moving average of the dense weights (trainer/ema.py), e.g. 0.999
+    ema_decay: float = 0.0
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -254,6 +256,7 @@ def validate(cfg: TrainConfig) -> None:
         ),
         (o.schedule in ("cosine", "constant"), "optim.schedule must be cosine or constant"),
         (o.accumulate >= 1, "optim.accumulate must be >= 1"),
+        (0.0 <= o.ema_decay < 1.0, f"optim.ema_decay must be in [0, 1) (0: off), got {o.ema_decay}"),
         (o.loss_weight in ("batch", "target"), "optim.loss_weight must be batch or target"),
         (
             o.accumulate == 1 or not t.pipeline,
