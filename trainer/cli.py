@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("trainer.plan", "show the sharding plan TorchRec's planner makes on a simulated cluster (meta device)"),
     "train": ("trainer.train", "train a model (Hydra overrides; one process here, torchx for several)"),
     "evaluate": ("trainer.evaluate", "full-ranking evaluation of a trained run on the valid or test split"),
+    "compare": ("trainer.compare", "paired significance tests and a report (plots) over evaluated runs"),
+    "benchmark": ("trainer.benchmark", "run a resumable models x datasets x seeds grid; results table + reports"),
     "export": ("serving.export", "export a run as an INT8 TorchScript model (+ TorchServe archive with --archive)"),
     "serve": ("serving.serve", "start/stop a locked-down TorchServe serving an exported archive"),
 }
