@@ -21,6 +21,7 @@ FORMATS: dict[str, str] = {
     "hm": "trainer.data.readers.hm",
     "events": "trainer.data.readers.generic",
     "synthetic": "trainer.data.readers.synthetic",
+    "kuairand": "trainer.data.readers.kuairand",
 }
 
 
