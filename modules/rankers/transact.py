@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
+from modules import sequence as seq
 from modules.batch import Batch
 from modules.ranking import Ranker, RankerConfig
 from modules.registry import register
@@ -39,6 +40,8 @@ class TransActConfig(RankerConfig):
         dropout: in the transformer, in [0, 1).
         recent_k: the K most recent outputs kept besides the max-pool.
         time_window: the random mask's largest window in seconds; 0 turns the mask off.
+        length_groups: the encoder runs on this many length-sorted groups of each batch, each padded only to
+            its own longest visible history (same outputs; short histories stop paying for long ones).
     """
 
     name: str = "transact"
@@ -49,11 +52,12 @@ class TransActConfig(RankerConfig):
     dropout: float = 0.1
     recent_k: int = 10
     time_window: int = 86400
+    length_groups: int = 8
 
     def validate(self) -> None:
         super().validate()
         width = self.action_dim + 2 * self.dim
-        for key in ("action_dim", "num_blocks", "num_heads", "ffn_mult", "recent_k"):
+        for key in ("action_dim", "num_blocks", "num_heads", "ffn_mult", "recent_k", "length_groups"):
             if getattr(self, key) < 1:
                 raise ValueError(f"model.{key} must be >= 1, got {getattr(self, key)}")
         if width % self.num_heads:
@@ -96,7 +100,7 @@ class TransActEncoder(nn.Module):
     def __init__(self, config: TransActConfig, device=None) -> None:
         super().__init__()
         width = config.action_dim + 2 * config.dim
-        self.recent_k = config.recent_k
+        self.recent_k, self.length_groups = config.recent_k, config.length_groups
         self.blocks = nn.ModuleList(
             TransformerBlock(width, config.num_heads, ffn_dim=config.ffn_mult * width, dropout=config.dropout,
                              device=device)
@@ -106,6 +110,14 @@ class TransActEncoder(nn.Module):
         self.project = nn.Linear((config.recent_k + 1) * width, config.dim, device=device)
 
     def forward(self, tokens: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        if self.length_groups <= 1 or tokens.shape[0] <= 1:
+            return self.encode(tokens, visible)
+        parts, restore = seq.padded_groups(visible, self.length_groups)
+        outputs = [self.encode(tokens[rows, : max(1, width)], visible[rows]) for rows, width in parts]
+        return torch.cat(outputs)[restore]
+
+    def encode(self, tokens: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """One (group of a) batch: tokens ``(b, L, W)`` with ``visible (b,) <= L`` -> ``(b, D)``."""
         b, length, _ = tokens.shape
         cols = torch.arange(length, device=tokens.device)
         padding = cols[None, :] >= visible[:, None]  # (B, L) True = hidden or padding
