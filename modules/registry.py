@@ -17,8 +17,8 @@ import dataclasses
 import difflib
 import importlib
 import pkgutil
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from modules import registry
-from modules.ranking import context_features
 from modules.rankers.dlrm import DLRMConfig
 from modules.rankers.transact import TransActConfig
+from modules.ranking import context_features
 from tests.modules.rankers.batches import NUM_ACTIONS, NUM_ITEMS, impressions_batch
 
 SMALL = dict(dim=8, num_actions=NUM_ACTIONS, user_buckets=64, dense_layers=[16], over_layers=[16, 8],

@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from trainer.evaluation.ranking_metrics import auc, log_loss, normalized_entropy, ranking_metrics, rerank_metrics
+from trainer.evaluation.ranking_metrics import (
+    auc,
+    log_loss,
+    normalized_entropy,
+    ranking_metrics,
+    rerank_metrics,
+)
 
 
 def test_auc_matches_a_hand_computed_case() -> None:
