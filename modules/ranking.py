@@ -30,8 +30,6 @@ from modules.batch import RANKING_KINDS, Batch
 from modules.contract import LoaderNeeds, Recommender
 from modules.embeddings import ITEM_FEATURES, ids_to_kjt, item_embedding_collection, lookup, reset_tables
 
-SECONDS_PER_DAY = 86400
-
 
 @dataclasses.dataclass(kw_only=True)
 class RankerConfig:
@@ -93,7 +91,8 @@ def context_features(lengths: torch.Tensor, actions: torch.Tensor, request_time:
                           accumulate=True)
     shares = counts / lengths.clamp(min=1)[:, None].float()
     if request_time.numel():
-        angle = (request_time % SECONDS_PER_DAY).float() * (2 * math.pi / SECONDS_PER_DAY)
+        day = 86400  # seconds (a literal: TorchScript compiles this function and reads no int globals)
+        angle = (request_time % day).float() * (2 * math.pi / day)
         hour = torch.stack([angle.sin(), angle.cos()], dim=1)
     else:
         hour = torch.zeros(b, 2, device=lengths.device)
@@ -153,12 +152,29 @@ class RankerCore(nn.Module):
         if target.shape[0] != lengths.shape[0]:
             raise ValueError(f"a ranker scores one candidate per example, got {target.shape[0]} for "
                              f"{lengths.shape[0]} examples")
-        context = context_features(lengths, batch.actions, batch.request_time, self.config.num_actions)
-        features = [target]
-        if self.users is not None:
-            features.append(self.users(batch.user_idx % self.config.user_buckets))
+        sequence = None
         if self.sequence is not None:
-            features.append(self.sequence(history, target, batch))
+            sequence = self.sequence(history.values(), lengths, target, batch.actions, batch.timestamps,
+                                     batch.request_time)
+        return self.scores(lengths, target, batch.actions, batch.request_time, self.user_vectors(batch.user_idx),
+                           sequence)
+
+    def user_vectors(self, user_idx: torch.Tensor) -> torch.Tensor | None:
+        """``(B, D)`` hashed user embeddings (None without a user table)."""
+        return None if self.users is None else self.users(user_idx % self.config.user_buckets)
+
+    def scores(self, lengths: torch.Tensor, candidate: torch.Tensor, actions: torch.Tensor,
+               request_time: torch.Tensor, users: torch.Tensor | None, sequence: torch.Tensor | None
+               ) -> torch.Tensor:
+        """``(B, H)`` logits from plain tensors (what the exported scorer calls too): history lengths ``(B,)``,
+        candidate embeddings ``(B, D)``, action codes ``(T,)``, request times ``(B,)`` (or empty), user vectors
+        and the sequence feature ``(B, D)`` (each None when the model has none)."""
+        context = context_features(lengths, actions, request_time, self.config.num_actions)
+        features = [candidate]
+        if users is not None:
+            features.append(users)
+        if sequence is not None:
+            features.append(sequence)
         return self.head(context, torch.stack(features, dim=1))
 
 
@@ -211,9 +227,8 @@ class Ranker(Recommender):
 
     def encode(self, batch: Batch) -> torch.Tensor:
         """The user-side representation ``(B, D)``: the hashed user embedding (zeros without a user table)."""
-        if self.core.users is None:
-            return torch.zeros(batch.size, self.config.dim)
-        return self.core.users(batch.user_idx % self.config.user_buckets)
+        users = self.core.user_vectors(batch.user_idx)
+        return torch.zeros(batch.size, self.config.dim) if users is None else users
 
     def item_embeddings(self, item_ids: torch.Tensor) -> torch.Tensor:
         return lookup(self.item_ec, ids_to_kjt(item_ids, "target", ITEM_FEATURES))["target"].values()
@@ -223,3 +238,6 @@ class Ranker(Recommender):
             if module is not self.core and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
         reset_tables(self.item_ec)
+
+
+torch.fx.wrap("context_features")  # data-dependent (index_put_, numel): one call in FX traces of the scorer

@@ -20,10 +20,8 @@ import dataclasses
 
 import torch
 from torch import nn
-from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from modules import sequence as seq
-from modules.batch import Batch
 from modules.ranking import Ranker, RankerConfig
 from modules.registry import register
 from modules.transformer import TransformerBlock
@@ -95,12 +93,12 @@ def padded(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class TransActEncoder(nn.Module):
-    """Early-fused tokens ``(B, L, W)`` + visible lengths ``(B,)`` -> ``(B, D)`` sequence feature."""
+    """Early-fused tokens ``(B, L, W)`` + visible lengths ``(B,)`` -> ``(B, D)`` sequence feature (scriptable)."""
 
     def __init__(self, config: TransActConfig, device=None) -> None:
         super().__init__()
         width = config.action_dim + 2 * config.dim
-        self.recent_k, self.length_groups = config.recent_k, config.length_groups
+        self.recent_k = config.recent_k
         self.blocks = nn.ModuleList(
             TransformerBlock(width, config.num_heads, ffn_dim=config.ffn_mult * width, dropout=config.dropout,
                              device=device)
@@ -110,15 +108,7 @@ class TransActEncoder(nn.Module):
         self.project = nn.Linear((config.recent_k + 1) * width, config.dim, device=device)
 
     def forward(self, tokens: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        if self.length_groups <= 1 or tokens.shape[0] <= 1:
-            return self.encode(tokens, visible)
-        parts, restore = seq.padded_groups(visible, self.length_groups)
-        outputs = [self.encode(tokens[rows, : max(1, width)], visible[rows]) for rows, width in parts]
-        return torch.cat(outputs)[restore]
-
-    def encode(self, tokens: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        """One (group of a) batch: tokens ``(b, L, W)`` with ``visible (b,) <= L`` -> ``(b, D)``."""
-        b, length, _ = tokens.shape
+        b, length = tokens.shape[0], tokens.shape[1]
         cols = torch.arange(length, device=tokens.device)
         padding = cols[None, :] >= visible[:, None]  # (B, L) True = hidden or padding
         x = tokens.masked_fill(padding[..., None], 0.0)
@@ -133,6 +123,15 @@ class TransActEncoder(nn.Module):
         return self.project(torch.cat([pooled, taken.reshape(b, -1)], dim=1))
 
 
+def encode_grouped(encoder: nn.Module, tokens: torch.Tensor, visible: torch.Tensor, groups: int) -> torch.Tensor:
+    """``encoder`` on ``groups`` length-sorted groups of the batch, each cut to its own longest visible history
+    (the same outputs as one call: every example is encoded on its own)."""
+    if groups <= 1 or tokens.shape[0] <= 1:
+        return encoder(tokens, visible)
+    parts, restore = seq.padded_groups(visible, groups)
+    return torch.cat([encoder(tokens[rows, : max(1, width)], visible[rows]) for rows, width in parts])[restore]
+
+
 class TransActSequence(nn.Module):
     """Looked-up history ``(T, D)`` (jagged), candidate ``(B, D)`` and the batch's action codes and times ->
     TransAct's ``(B, D)`` sequence feature; applies the random time-window mask in training."""
@@ -143,15 +142,33 @@ class TransActSequence(nn.Module):
         self.action_table = nn.Embedding(config.num_actions, config.action_dim, device=device)
         self.encoder = TransActEncoder(config, device)
 
-    def forward(self, history: JaggedTensor, candidate: torch.Tensor, batch: Batch) -> torch.Tensor:
-        lengths, values = history.lengths(), history.values()
+    def forward(self, values: torch.Tensor, lengths: torch.Tensor, candidate: torch.Tensor, actions: torch.Tensor,
+                timestamps: torch.Tensor, request_time: torch.Tensor) -> torch.Tensor:
+        """History embeddings ``(T, D)`` (jagged by ``lengths (B,)``), candidates ``(B, D)``, action codes and
+        times ``(T,)`` (may be empty), request times ``(B,)`` -> ``(B, D)``."""
         visible = lengths
-        if self.training and self.config.time_window and batch.request_time.numel() and batch.timestamps.numel():
-            visible = visible_lengths(lengths, batch.timestamps, batch.request_time, self.config.time_window)
-        codes = batch.actions if batch.actions.numel() else torch.zeros(values.shape[0], dtype=torch.int64)
-        actions = self.action_table(codes.clamp(0, self.config.num_actions - 1))
-        tokens = early_fusion(padded(values, lengths), padded(actions, lengths), candidate)
-        return self.encoder(tokens, visible)
+        if self.training and self.config.time_window and request_time.numel() and timestamps.numel():
+            visible = visible_lengths(lengths, timestamps, request_time, self.config.time_window)
+        tokens = self.tokens(values, lengths, candidate, actions)
+        return encode_grouped(self.encoder, tokens, visible, self.config.length_groups)
+
+    def tokens(self, values: torch.Tensor, lengths: torch.Tensor, candidate: torch.Tensor,
+               actions: torch.Tensor) -> torch.Tensor:
+        """The early-fused ``(B, L, A + 2D)`` tokens (action codes default to 0 when the data has none)."""
+        codes = seq_actions(actions, values)
+        embedded = self.action_table(codes.clamp(0, self.config.num_actions - 1))
+        return early_fusion(padded(values, lengths), padded(embedded, lengths), candidate)
+
+
+def seq_actions(actions: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """The action codes ``(T,)``, or zeros when the batch carries none."""
+    if actions.numel() == 0:
+        return torch.zeros(values.shape[0], dtype=torch.int64, device=values.device)
+    return actions
+
+
+for _fn in ("padded", "seq_actions", "visible_lengths"):
+    torch.fx.wrap(_fn)
 
 
 @register("transact", TransActConfig, task="ranking")

@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 
 from modules import registry
-from modules.rankers.transact import TransActConfig, TransActEncoder, early_fusion, visible_lengths
+from modules.rankers.transact import (
+    TransActConfig,
+    TransActEncoder,
+    early_fusion,
+    encode_grouped,
+    visible_lengths,
+)
 from tests.modules.rankers.batches import NUM_ACTIONS, NUM_ITEMS, impressions_batch
 
 
@@ -49,15 +55,14 @@ def test_early_fusion_broadcasts_the_candidate_to_every_position() -> None:
 
 def test_output_ignores_hidden_positions_and_grouping_changes_nothing() -> None:
     torch.manual_seed(0)
-    encoder = TransActEncoder(tiny(length_groups=1), device=None).eval()
+    encoder = TransActEncoder(tiny(), device=None).eval()
     tokens, visible = torch.randn(6, 9, 24), torch.tensor([9, 1, 4, 0, 6, 2])
     out = encoder(tokens, visible)
     changed = tokens.clone()
     for row, v in enumerate(visible.tolist()):
         changed[row, v:] = torch.randn(9 - v, 24)  # hidden / padded positions may hold anything
     torch.testing.assert_close(encoder(changed, visible), out)
-    encoder.length_groups = 3
-    torch.testing.assert_close(encoder(changed, visible), out, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(encode_grouped(encoder, changed, visible, 3), out, rtol=1e-5, atol=1e-6)
 
 
 def test_trains_on_meta_built_tables_with_falling_loss() -> None:
