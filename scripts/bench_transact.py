@@ -25,11 +25,11 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modules import registry  # noqa: E402
-from modules.ranking import CrossingHead, context_features  # noqa: E402
-from modules.rankers.transact import TransActConfig  # noqa: E402
-from trainer.data.loader import LoaderConfig, build_loader  # noqa: E402
-from trainer.data.schema import read_manifest  # noqa: E402
+from modules import registry
+from modules.rankers.transact import TransActConfig
+from modules.ranking import CrossingHead, context_features
+from trainer.data.loader import LoaderConfig, build_loader
+from trainer.data.schema import read_manifest
 
 
 class NaiveTransAct(nn.Module):
