@@ -22,6 +22,7 @@ FORMATS: dict[str, str] = {
     "events": "trainer.data.readers.generic",
     "synthetic": "trainer.data.readers.synthetic",
     "kuairand": "trainer.data.readers.kuairand",
+    "movielens-actions": "trainer.data.readers.movielens_actions",
 }
 
 
