@@ -1,5 +1,6 @@
 """TransAct and DLRM-v2 under 2-process DMP (torchrun, gloo): falling loss, every example evaluated once, and the
-2-rank sharded checkpoint exports (any world size) to a TorchScript scorer equal to the eager model."""
+2-rank sharded checkpoint evaluates again on 1 rank (`seqrec evaluate`) and exports to a TorchScript scorer equal
+to the eager model."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from serving.export import ExportConfig, export_run
 from tests.conftest import REPO, ranking_overrides
+from trainer.cli import main as seqrec
 
 pytestmark = [pytest.mark.integration, pytest.mark.distributed, pytest.mark.slow]
 
@@ -35,5 +37,8 @@ def test_trains_on_two_sharded_ranks_and_exports(model: str, tiny_impressions: P
     imp_test = json.loads((tiny_impressions / "manifest.json").read_text())["counts"]["impressions_test"]
     assert test["examples"] == imp_test, "every test impression scored once across the two ranks"
     assert 0.5 < test["auc_view"] <= 1.0 and test["ne_view"] < 1.0  # better than the base rate
+    assert seqrec(["evaluate", str(run), "--split", "test"]) == 0  # the 2-rank checkpoint on 1 rank
+    again = json.loads((run / "eval_test.json").read_text())
+    assert again["auc_view"] == pytest.approx(test["auc_view"], abs=1e-6) and again["examples"] == imp_test
     meta = export_run(ExportConfig(run=run, output=tmp_path / "export"))
     assert meta["check"]["max_abs_logit_diff"] < 1e-4
