@@ -89,3 +89,20 @@ def test_the_trained_ranker_loads_unsharded(exported: Path) -> None:
     run = Path(json.loads((exported / "metadata.json").read_text())["source"]["run"])
     trained = load_trained(run)
     assert trained.model.config.heads == ["view", "cart"]
+
+
+def test_the_handler_answers_a_mixed_batch_without_the_server(exported: Path) -> None:
+    from serving.ranking_handler import RankingHandler
+    from tests.serving.test_handler import FakeContext
+
+    context = FakeContext(exported)
+    handler = RankingHandler()
+    handler.initialize(context)
+    handler.context = context
+    ids = json.loads((exported / "id_map.json").read_text())["raw_ids"]
+    good = {"history": [{"item": ids[0]}], "candidates": ids[1:6]}
+    batch = [{"body": json.dumps(good).encode()}, {"body": b'{"candidates": []}'}, {"body": good}]
+    answers = handler.handle(batch, context)
+    assert len(answers[0]["candidates"]) == 5 and answers[2] == answers[0]
+    assert context.statuses[1][0] == 400 and "'candidates'" in context.statuses[1][1]
+    assert 0 not in context.statuses and 2 not in context.statuses
