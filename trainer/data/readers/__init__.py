@@ -23,6 +23,7 @@ FORMATS: dict[str, str] = {
     "synthetic": "trainer.data.readers.synthetic",
     "kuairand": "trainer.data.readers.kuairand",
     "movielens-actions": "trainer.data.readers.movielens_actions",
+    "taobao": "trainer.data.readers.taobao",
 }
 
 
