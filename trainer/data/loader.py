@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -53,6 +53,9 @@ from trainer.data import sampling
 from modules.batch import KINDS, Batch
 from trainer.data.schema import ACTIONS_FIELD, IMPRESSIONS, SEQUENCE_SCHEMA, SEQUENCES, read_manifest
 from trainer.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from trainer.data.impression_loader import ImpressionLoader
 
 SPLITS = ("train", "valid", "test")
 WINDOWS = ("last", "random")
@@ -612,7 +615,8 @@ class SequenceLoader(StatefulDataLoader):
         return map(_as_batch, super().__iter__())
 
 
-def build_loader(folder: str | Path, config: LoaderConfig, rank: int = 0, world_size: int = 1) -> SequenceLoader:
+def build_loader(folder: str | Path, config: LoaderConfig, rank: int = 0, world_size: int = 1
+                 ) -> SequenceLoader | ImpressionLoader:
     """A resumable DataLoader over `SequenceDataset` (the dataset batches; pinned memory only with CUDA).
 
     ``kind="impressions"`` reads ``impressions.parquet`` (`trainer.data.impression_loader`) where the dataset
