@@ -40,7 +40,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from modules import losses
-from modules.attention import BACKENDS
+from modules.attention_config import BACKENDS, AttentionConfig
 from modules.dropout import Dropout
 from modules.embeddings import (
     ITEM_FEATURES,
@@ -50,7 +50,7 @@ from modules.embeddings import (
     lookup,
     reset_tables,
 )
-from modules.transformer import LAYOUTS, TransformerBlock
+from modules.transformer import LAYOUTS, TransformerBlock, run_blocks
 
 LOSSES = ("softmax", "sampled_softmax", "bce", "bpr", "gbce")
 OUTPUT_FEATURES = ("target_out", "negatives_out")
@@ -76,6 +76,7 @@ class SASRecConfig:
     block: str = "pre_ln"
     position_init_std: float = 0.02
     length_groups: int = 4
+    attention: AttentionConfig = dataclasses.field(default_factory=AttentionConfig)
 
     def validate(self) -> None:
         """Raise `ValueError` naming the setting to change."""
@@ -102,6 +103,7 @@ class SASRecConfig:
             raise ValueError(f"model.position_init_std must be > 0, got {self.position_init_std}")
         if self.softmax_chunk < 0:
             raise ValueError(f"model.softmax_chunk must be >= 0 (0: unchunked), got {self.softmax_chunk}")
+        self.attention.validate(self.attn_backend, self.dropout)
 
 
 class PositionTable(nn.Embedding):
@@ -133,6 +135,7 @@ class SASRecEncoder(nn.Module):
         length_groups: the blocks run on this many groups of the batch's sequences, sorted by length, each
             padded only to its own longest (`padded_groups`); 1 pads the whole batch to its longest.
         device: where the parameters live (``"meta"`` allowed).
+        attention: the attention backend's parameters and block checkpointing (`AttentionConfig`).
     """
 
     def __init__(
@@ -147,13 +150,19 @@ class SASRecEncoder(nn.Module):
         position_init_std: float = 0.02,
         length_groups: int = 4,
         device: torch.device | str | None = None,
+        attention: AttentionConfig | None = None,
     ) -> None:
         super().__init__()
         self.dim, self.max_len, self.length_groups = dim, max_len, length_groups
+        attention = attention or AttentionConfig()
+        self.checkpoint_blocks = attention.checkpoint
         self.positions = PositionTable(max_len, dim, position_init_std, device=device)
         self.input_dropout = Dropout(dropout)
         self.blocks = nn.ModuleList(
-            TransformerBlock(dim, num_heads, dropout=dropout, attn_backend=attn_backend, layout=block, device=device)
+            TransformerBlock(
+                dim, num_heads, dropout=dropout, attn_backend=attn_backend, layout=block, device=device,
+                attn_config=attention,
+            )
             for _ in range(num_blocks)
         )
         self.final_norm = nn.LayerNorm(dim, eps=1e-8, device=device)
@@ -175,15 +184,13 @@ class SASRecEncoder(nn.Module):
         x = (x * math.sqrt(self.dim) + self.positions(positions)) * real
         x = self.input_dropout(x)
         if self.length_groups == 1:
-            return self._blocks(x)
+            return self._blocks(x, lengths)
         groups, restore = padded_groups(lengths, self.length_groups)
-        outputs = [self._blocks(x[rows, :width]) for rows, width in groups]
+        outputs = [self._blocks(x[rows, :width], lengths[rows]) for rows, width in groups]
         return torch.cat([nn.functional.pad(h, (0, 0, 0, longest - h.shape[1])) for h in outputs])[restore]
 
-    def _blocks(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x, causal=True)
-        return self.final_norm(x)
+    def _blocks(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.final_norm(run_blocks(self.blocks, x, lengths, self.checkpoint_blocks))
 
 
 def padded_groups(lengths: torch.Tensor, groups: int) -> tuple[list[tuple[torch.Tensor, int]], torch.Tensor]:
@@ -294,6 +301,7 @@ class SASRec(nn.Module):
         position_init_std: std of the position embeddings' initialisation.
         length_groups: the encoder runs its blocks on this many length-sorted groups of the batch
             (`padded_groups`): same outputs, less padding computed.
+        attention: parameters of ``attn_backend`` and block checkpointing (`modules.attention_config`).
         device: where parameters are built; ``"meta"`` for `DistributedModelParallel` to materialise (or
             ``to_empty`` + `reset_parameters`).
 
@@ -322,6 +330,7 @@ class SASRec(nn.Module):
         position_init_std: float = 0.02,
         length_groups: int = 4,
         device: torch.device | str | None = None,
+        attention: AttentionConfig | None = None,
     ) -> None:
         super().__init__()
         self.config = SASRecConfig(
@@ -340,6 +349,7 @@ class SASRec(nn.Module):
             block=block,
             position_init_std=position_init_std,
             length_groups=length_groups,
+            attention=attention or AttentionConfig(),
         )
         self.config.validate()
         self.item_ec = item_embedding_collection(num_items, dim, device, ITEM_FEATURES, "item_table")
@@ -348,14 +358,15 @@ class SASRec(nn.Module):
             self.out_ec = item_embedding_collection(num_items, dim, device, OUTPUT_FEATURES, "item_out_table")
         self.encoder = SASRecEncoder(
             dim, max_len, num_blocks, num_heads, dropout, attn_backend, block, position_init_std, length_groups,
-            device,
+            device, self.config.attention,
         )
         self.objective = SequenceObjective(loss, num_items, gbce_t, temperature, softmax_chunk)
 
     @classmethod
     def from_config(cls, config: SASRecConfig, device: torch.device | str | None = None) -> SASRec:
         """Build from a `SASRecConfig`."""
-        return cls(**dataclasses.asdict(config), device=device)
+        fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}  # asdict would flatten
+        return cls(**fields, device=device)
 
     @property
     def pipelined_lookup(self) -> bool:

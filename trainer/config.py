@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from modules.attention_config import BACKENDS, AttentionConfig
 from trainer.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -70,6 +71,8 @@ class ModelConfig:
     block: str = "pre_ln"  # pre_ln | normed_residual (original SASRec: residuals from the normalised input)
     position_init_std: float = 0.02
     length_groups: int = 4  # the blocks run on this many length-sorted groups of each batch (less padding)
+    # parameters of the attention backends (window, chunk, feature map, dropout mode, block checkpointing)
+    attention: AttentionConfig = dataclasses.field(default_factory=AttentionConfig)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -203,7 +206,7 @@ def validate(cfg: TrainConfig) -> None:
     if m.loss not in LOSSES:
         raise ConfigError(f"model.loss={m.loss!r} is unknown; choose one of {LOSSES}")
     checks = [
-        (m.attn_backend in ("sdpa", "naive"), "model.attn_backend must be sdpa or naive"),
+        (m.attn_backend in BACKENDS, f"model.attn_backend must be one of {', '.join(BACKENDS)}"),
         (m.dim % m.num_heads == 0, f"model.dim={m.dim} must be divisible by model.num_heads={m.num_heads}"),
         (m.length_groups >= 1, f"model.length_groups must be >= 1, got {m.length_groups}"),
         (m.dim % 4 == 0, f"model.dim={m.dim} must be a multiple of 4 (FBGEMM embedding kernels need it)"),
@@ -240,3 +243,7 @@ def validate(cfg: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    try:
+        m.attention.validate(m.attn_backend, m.dropout)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
