@@ -36,7 +36,6 @@ import platform
 import resource
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,6 +45,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_dropout import interleaved_medians  # noqa: E402  (scripts/ is on sys.path when run as a script)
 from torchrec.sparse.jagged_tensor import JaggedTensor  # noqa: E402
 
 from modules.attention_config import AttentionConfig  # noqa: E402
@@ -132,19 +132,6 @@ def saved_bytes(step: Callable[[], None]) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         step()
     return sum(storages.values())
-
-
-def interleaved_medians(calls: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    """Median seconds per call of each callable, calls alternating in order and reverse after one warm-up."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    order = list(calls.items())
-    for i in range(repeats + 1):
-        for name, fn in order if i % 2 == 0 else order[::-1]:
-            start = time.perf_counter()
-            fn()
-            if i:
-                times[name].append(time.perf_counter() - start)
-    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def peak_rss_mib(variant: str, mix: str, length: int, args: argparse.Namespace) -> float:
