@@ -15,7 +15,8 @@ at ``max_len``. Every variant runs the same `modules.sasrec.SASRecEncoder` (2 bl
 * ``linear-out-g4`` and ``linmix-out-g4`` (linear mixed half and half with a 64-key window);
 * ``jagged-out-g4-ckpt``: ``jagged-out-g4`` with activation checkpointing of the blocks.
 
-Time: median of ``--repeats`` after a warm-up, variants interleaved. Memory: the bytes of the distinct tensors
+Time: median of ``--repeats`` after a warm-up, variants interleaved, once in wall time and once in this
+process's CPU time (all its threads; the figure other jobs on a shared machine disturb least). Memory: the bytes of the distinct tensors
 autograd keeps for backward (saved-tensor hooks) -- the activation memory that grows with length; transient
 buffers of a kernel are not counted. ``--rss`` instead runs each variant once in a fresh process and reports its
 peak resident memory above the process's start (slower; one length and mix at a time). Ratios are the
@@ -36,6 +37,7 @@ import platform
 import resource
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -167,11 +169,12 @@ def bench(mix: str, length: int, args: argparse.Namespace) -> None:
         return
     steps = {name: make_step(VARIANTS[name], lengths, length) for name in names}
     memory = {name: saved_bytes(step) / 2**20 for name, step in steps.items()}
-    medians = interleaved_medians(steps, args.repeats)
-    print(f"{'variant':<20} {'fwd+bwd ms':>11} {'speedup':>8} {'saved MiB':>10} {'memory':>8}")
+    wall = interleaved_medians(steps, args.repeats)
+    cpu = interleaved_medians(steps, args.repeats, time.process_time)
+    print(f"{'variant':<20} {'wall ms':>9} {'speedup':>8} {'CPU ms':>9} {'speedup':>8} {'saved MiB':>10} {'memory':>8}")
     for name in names:
-        print(f"{name:<20} {1000 * medians[name]:11.1f} {medians['naive'] / medians[name]:7.2f}x "
-              f"{memory[name]:10.1f} {memory[name] / memory['naive']:7.3f}x")
+        print(f"{name:<20} {1000 * wall[name]:9.1f} {wall['naive'] / wall[name]:7.2f}x {1000 * cpu[name]:9.1f} "
+              f"{cpu['naive'] / cpu[name]:7.2f}x {memory[name]:10.1f} {memory[name] / memory['naive']:7.3f}x")
 
 
 def parse_args() -> argparse.Namespace:
