@@ -4,7 +4,7 @@ on real length mixes, against naive padded softmax(QK^T)V in the same process.
 One batch of ``--batch`` histories is drawn (fixed seed) from a length distribution: ``ml1m`` and ``lastfm`` are
 the users' own history lengths in ../shared/data (sasrec-ml-1m, s3rec-lastfm; training input = events - 2 under
 leave-one-out), ``synthetic`` is `seqrec synth`'s lognormal long tail (``--synth-mean``, sigma 1.2); each is cut
-at ``max_len``. Every variant runs the same `modules.sasrec.SASRecEncoder` (2 blocks, width 64, 1 head, dropout
+at ``max_len``. Every variant runs the same `modules.encoders.sasrec.SASRecEncoder` (2 blocks, width 64, 1 head, dropout
 0.2, training mode) on the same jagged input and backpropagates a fixed random projection of its real outputs:
 
 * ``naive``: the baseline -- the batch padded to its longest, softmax(QK^T)V written out with dropout on the
@@ -51,7 +51,7 @@ from bench_dropout import interleaved_medians  # noqa: E402  (scripts/ is on sys
 from torchrec.sparse.jagged_tensor import JaggedTensor  # noqa: E402
 
 from modules.attention_config import AttentionConfig  # noqa: E402
-from modules.sasrec import SASRecEncoder  # noqa: E402
+from modules.encoders.sasrec import SASRecEncoder, SASRecEncoderConfig  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 DIM, BLOCKS, HEADS, DROPOUT = 64, 2, 1, 0.2
@@ -107,15 +107,17 @@ def draw_batch(lengths: np.ndarray, batch: int, max_len: int) -> torch.Tensor:
 def make_step(variant: Variant, lengths: torch.Tensor, max_len: int) -> Callable[[], None]:
     """Forward + backward of the encoder on one fixed jagged input."""
     torch.manual_seed(0)
-    encoder = SASRecEncoder(DIM, max_len, BLOCKS, HEADS, DROPOUT, variant.backend, length_groups=variant.groups,
-                            attention=variant.config).train()
+    config = SASRecEncoderConfig(num_blocks=BLOCKS, num_heads=HEADS, dropout=DROPOUT, attn_backend=variant.backend,
+                                 length_groups=variant.groups, attention=variant.config)
+    encoder = SASRecEncoder(config, DIM, max_len).train()
     values = torch.randn(int(lengths.sum()), DIM, requires_grad=True)
     history = JaggedTensor(values=values, lengths=lengths)
     offsets = history.offsets()
     weights = torch.randn(int(lengths.sum()), DIM)
+    timestamps = torch.zeros(int(lengths.sum()), dtype=torch.int64)  # unused by SASRec
 
     def step() -> None:
-        hidden = encoder(history)
+        hidden = encoder(values, lengths, timestamps)
         real = torch.ops.fbgemm.dense_to_jagged(hidden, [offsets])[0]
         (real * weights).sum().backward()
 

@@ -33,8 +33,9 @@ def long_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_two_ranks_train_at_max_len_1000(long_dataset: Path, tmp_path: Path) -> None:
     """Linear attention mixed with a local window, output dropout and checkpointed blocks, under DDP; the exact
     backends' equality with SDPA is covered in tests/modules."""
-    backend = ["model.attn_backend=linear", "model.attention.window=32", "model.attention.local_mix=0.5",
-               "model.attention.dropout=output", "model.attention.checkpoint=true", "model.dropout=0.1"]
+    backend = ["model.encoder.attn_backend=linear", "model.encoder.attention.window=32",
+               "model.encoder.attention.local_mix=0.5", "model.encoder.attention.dropout=output",
+               "model.encoder.attention.checkpoint=true", "model.encoder.dropout=0.1"]
     overrides = train_overrides(
         long_dataset, tmp_path, "trainer.run_id=long", "data.max_len=1000", "data.batch_size=8",
         "trainer.epochs=4", "trainer.log_every=1", "optim.lr=0.005", *backend,

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from modules.attention_config import AttentionConfig
-from modules.sasrec import SASRec
-from serving.inference import from_sasrec, script
-from tests.modules.test_sasrec import N, chain, make_batch
+from serving.inference import retriever_of, script
+from tests.modules.encoders.test_sasrec import N, chain, make_batch
+from tests.modules.factories import sasrec
 
 
 @pytest.mark.parametrize(
@@ -22,11 +22,11 @@ from tests.modules.test_sasrec import N, chain, make_batch
 )
 def test_scripted_model_scores_like_the_eager_one(backend: str, config: AttentionConfig) -> None:
     torch.manual_seed(0)
-    model = SASRec(N, dim=16, max_len=20, num_heads=2, attn_backend=backend, attention=config).eval()
+    model = sasrec(N, dim=16, max_len=20, num_heads=2, attn_backend=backend, attention=config).eval()
     batch = make_batch([chain(1, 15), chain(4, 3), chain(9, 8)], kind="last")
     with torch.no_grad():
         expected = model.encode(batch) @ model.item_embeddings(torch.arange(1, N + 1)).T
         history = batch.sparse["history"]
-        scores, items = script(from_sasrec(model))(history.values(), history.lengths(), N, False)
+        scores, items = script(retriever_of(model))(history.values(), history.lengths(), N, False)
     got = torch.zeros_like(scores).scatter_(1, items - 1, scores)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)

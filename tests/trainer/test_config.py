@@ -11,9 +11,14 @@ from trainer.distributed import lr_factor
 from trainer.errors import ConfigError
 
 
+def _hydra_files() -> list[Path]:
+    """Every Hydra config file; configs/benchmark/ holds `seqrec benchmark` grids, not training configs."""
+    return [p for p in sorted(Path(CONFIG_DIR).rglob("*.yaml")) if p.relative_to(CONFIG_DIR).parts[0] != "benchmark"]
+
+
 def _group_files() -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
-    for path in sorted(Path(CONFIG_DIR).rglob("*.yaml")):
+    for path in _hydra_files():
         rel = path.relative_to(CONFIG_DIR)
         if len(rel.parts) == 2:
             groups.setdefault(rel.parts[0], []).append(rel.stem)
@@ -29,7 +34,7 @@ def test_every_config_file_composes() -> None:
             cfg = load_config([f"{group}={name}"])
             assert isinstance(cfg, TrainConfig)
             composed += 1
-    total = len(list(Path(CONFIG_DIR).rglob("*.yaml")))
+    total = len(_hydra_files())
     assert composed == total, f"composed {composed} of {total} config files"
     assert {"model", "data", "optim", "experiment"} <= set(groups)
 
@@ -46,9 +51,14 @@ def test_overrides_apply_and_round_trip() -> None:
         (["trainer.stpes=5"], "stpes"),
         (["+trainer.stpes=5"], "stpes"),
         (["model.dim=abc"], "model.dim"),
-        (["model.loss=nope"], "model.loss"),
-        (["model.loss=bce", "data.negatives=none"], "data.negatives"),
-        (["model.dim=30", "model.num_heads=4"], "model.num_heads"),
+        (["model.objective.loss=nope"], "model.objective.loss"),
+        (["model.objective.loss=bce", "data.negatives=none"], "data.negatives"),
+        (["model.dim=36", "model.encoder.num_heads=8"], "model.encoder.num_heads"),
+        (["model.encoder.num_blockz=3"], "num_blockz"),
+        (["model.objective.los=bce"], "los"),
+        (["model.encoder.dropout=1.5"], "model.encoder.dropout"),
+        (["model.objective.temperature=0"], "model.objective.temperature"),
+        (["model=sasrex"], "model/sasrex"),
         (["model.dim=50"], "multiple of 4"),
         (["optim.accumulate=2"], "trainer.pipeline=false"),
         (["trainer.resume=true", "trainer.init_from=x"], "trainer.init_from"),
@@ -57,12 +67,27 @@ def test_overrides_apply_and_round_trip() -> None:
         (["trainer.sharding=diagonal"], "replicated"),
         (["data.window=oldest"], "data.window"),
         (["optim.loss_weight=token"], "optim.loss_weight"),
-        (["model.length_groups=0"], "model.length_groups"),
+        (["model.encoder.length_groups=0"], "model.encoder.length_groups"),
     ],
 )
 def test_bad_config_is_one_clear_error(overrides: list[str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.").replace("[", r"\[")):
         load_config(overrides)
+
+
+def test_from_dict_rejects_unknown_model_name_with_a_hint() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'sasrec'"):
+        from_dict({"model": {"name": "sasrecc"}})
+
+
+def test_every_registered_model_has_its_config_file() -> None:
+    """configs/model/<name>.yaml exists for every registered model (and composes to it), and nothing else."""
+    from modules import registry
+
+    models = _group_files()["model"]
+    assert sorted(models) == registry.names()
+    for name in models:
+        assert load_config([f"model={name}"]).model.name == name
 
 
 def test_from_dict_rejects_unknown_section() -> None:
@@ -84,3 +109,15 @@ def test_window_choices_match_the_loader() -> None:
     from trainer.data import loader
 
     assert config.WINDOWS == loader.WINDOWS
+
+
+def test_run_folders_from_before_the_registry_still_load() -> None:
+    """A flat SASRec ``model`` section (pre-registry config.yaml) reads into today's components, same values."""
+    old = {"model": {"name": "sasrec", "dim": 32, "num_blocks": 3, "dropout": 0.1, "loss": "bce",
+                     "softmax_chunk": 0, "length_groups": 2, "tie_weights": True},
+           "eval": {"filter_seen": True}}
+    cfg = from_dict(old)
+    assert (cfg.model.dim, cfg.model.encoder.num_blocks, cfg.model.encoder.dropout) == (32, 3, 0.1)
+    assert (cfg.model.objective.loss, cfg.model.objective.softmax_chunk, cfg.model.encoder.length_groups) == (
+        "bce", 0, 2)
+    assert cfg.eval.protocol == "seen_removed"

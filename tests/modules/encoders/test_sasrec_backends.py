@@ -7,15 +7,16 @@ import pytest
 import torch
 
 from modules.attention_config import AttentionConfig
-from modules.sasrec import SASRec
-from tests.modules.test_sasrec import N, chain, make_batch
+from modules.encoders.sasrec import SASRecEncoderConfig
+from tests.modules.encoders.test_sasrec import N, chain, make_batch
+from tests.modules.factories import sasrec
 
 MIXED = [chain(1, 30), chain(5, 2), chain(11, 9), chain(20, 17), chain(3, 3), chain(9, 25)]
 
 
 def _loss_and_grads(backend: str, config: AttentionConfig, groups: int, dropout: float = 0.0):
     torch.manual_seed(0)
-    net = SASRec(N, dim=16, max_len=32, num_heads=2, dropout=dropout, attn_backend=backend, length_groups=groups,
+    net = sasrec(N, dim=16, max_len=32, num_heads=2, dropout=dropout, attn_backend=backend, length_groups=groups,
                  attention=config).train()
     torch.manual_seed(1)
     value, _ = net(make_batch(MIXED))
@@ -46,11 +47,9 @@ def test_checkpointing_keeps_loss_and_gradients(backend: str) -> None:
         torch.testing.assert_close(got, want)
 
 
-def test_config_round_trip_keeps_the_attention_config() -> None:
+def test_encoder_config_passes_the_attention_config_and_names_bad_keys() -> None:
     config = AttentionConfig(window=16, dropout="output", checkpoint=True)
-    net = SASRec(N, dim=16, max_len=32, attn_backend="local", attention=config)
-    again = SASRec.from_config(net.config)
-    assert again.config == net.config and again.encoder.checkpoint_blocks
-    assert again.encoder.blocks[0].attn.attn_config == config
-    with pytest.raises(ValueError, match="model.attention.dropout=output"):
-        SASRec(N, dim=16, attn_backend="linear", dropout=0.2)
+    net = sasrec(N, dim=16, max_len=32, attn_backend="local", attention=config)
+    assert net.encoder.checkpoint_blocks and net.encoder.blocks[0].attn.attn_config == config
+    with pytest.raises(ValueError, match="model.encoder.attention.dropout=output"):
+        SASRecEncoderConfig(attn_backend="linear", dropout=0.2).validate(16)
