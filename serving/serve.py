@@ -96,6 +96,9 @@ def config_properties(cfg: ServerConfig) -> str:
         "max_request_size": str(MAX_REQUEST_BYTES),
         "max_response_size": str(4 * MAX_REQUEST_BYTES),
         "disable_system_metrics": "true",
+        # the handler's custom drift gauges (serving.drift) are not in the default metrics config: without this
+        # the frontend drops them instead of writing them to model_metrics.log
+        "model_metrics_auto_detect": "true",
         "job_queue_size": "256",
     }
     if cfg.jvm_options:
