@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from trainer.config_rules import check_ranges, did_you_mean
 from trainer.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -156,7 +157,7 @@ def load_config(
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
             composed = compose(config_name=name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(_one_line(exc)) from exc
+        raise ConfigError(did_you_mean(_one_line(exc), TrainConfig(), Path(config_dir))) from exc
     return from_dict(composed)
 
 
@@ -170,7 +171,7 @@ def from_dict(raw: DictConfig | dict[str, Any]) -> TrainConfig:
         merged = OmegaConf.merge(schema, raw)
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
-        raise ConfigError(_one_line(exc)) from exc
+        raise ConfigError(did_you_mean(_one_line(exc), TrainConfig(), CONFIG_DIR)) from exc
     assert isinstance(cfg, TrainConfig)
     validate(cfg)
     return cfg
@@ -199,6 +200,7 @@ def resolve_negatives(cfg: TrainConfig) -> str:
 
 def validate(cfg: TrainConfig) -> None:
     """Cross-field checks at start-up; each message names the setting to change."""
+    check_ranges(cfg)  # every non-model value in its allowed range (trainer.config_rules)
     m, d, o, t, e = cfg.model, cfg.data, cfg.optim, cfg.trainer, cfg.eval
     if m.loss not in LOSSES:
         raise ConfigError(f"model.loss={m.loss!r} is unknown; choose one of {LOSSES}")

@@ -221,10 +221,10 @@ def run(args: Any) -> int:
     from trainer.data.loader import LoaderConfig, build_loader
     from trainer.data.schema import read_manifest
     from trainer.distributed import init_distributed, shard_model, shutdown_distributed
-    from trainer.errors import ConfigError
+    from trainer.errors import ConfigError, require_run_folder
     from trainer.model_factory import build_model
 
-    ckpt = checkpoint.best_checkpoint(args.run)
+    ckpt = checkpoint.best_checkpoint(require_run_folder(args.run))
     if ckpt is None:
         raise ConfigError(f"{args.run}: no complete checkpoint (expected checkpoints/step_N/meta.json)")
     run_dir = ckpt.parent.parent

@@ -462,9 +462,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m trainer.train [hydra overrides]``: the script torchx/torchrun launch on every rank."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-h", "--help"):
-        print(__doc__)
-        print("Configuration (override any key as section.key=value):\n")
-        print(to_yaml(load_config([])))
+        from trainer.config_rules import describe
+
+        try:
+            print(__doc__)
+            print("Configuration (override any key as section.key=value; default, meaning, allowed values):\n")
+            print(describe(load_config([])))
+        except BrokenPipeError:  # piped into `head`
+            sys.stderr.close()
         return 0
     verbose = "--verbose" in argv
     argv = [a for a in argv if a != "--verbose"]

@@ -171,7 +171,7 @@ def _popularity_lines(popularity: dict[str, Any]) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``seqrec inspect``."""
-    parser.add_argument("dataset", type=Path, help="dataset folder written by `seqrec prepare` or `seqrec synth`")
+    parser.add_argument("dataset", type=Path, help="dataset folder written by `seqrec prepare`")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
     parser.add_argument("--top", type=int, default=10, metavar="N", help="how many most popular items to list")
 

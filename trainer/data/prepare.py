@@ -12,7 +12,7 @@ Steps, in this order, streaming in bounded memory:
      and rename the folder into place. A failed run leaves nothing behind.
 
 Example:
-  seqrec prepare --format sasrec ../shared/data/sasrec-ml-1m data/ml-1m
+  seqrec prepare --format sasrec ../shared/data/sasrec-ml-1m/ml-1m.txt data/ml1m
   seqrec prepare --format movielens ../shared/data/movielens-100k data/ml-100k --kcore 5 --split time \\
       --valid-frac 0.1 --test-frac 0.1 --short-users drop
 """
@@ -627,7 +627,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing output folder (only after the new one is complete)")
     reader = parser.add_argument_group("reader options")
-    reader.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+    reader.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="reader option, repeatable, passed as a string (e.g. --option meta=items.csv)")
     reader.add_argument("--columns", metavar="FIELD=NAME,...",
                         help="source column of each event field, e.g. user=uid,item=iid,timestamp=ts")
