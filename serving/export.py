@@ -12,6 +12,10 @@ TorchScript. The artefact folder (written atomically) is server-agnostic::
                     validation split, artefact and tensor sizes, model-only latency
 
 With ``--archive`` a TorchServe archive ``<name>.mar`` is built next to them (see `serving.archive`).
+
+Examples:
+  seqrec export outputs/<experiment>/<run_id> --archive
+  seqrec export outputs/<experiment>/<run_id> --no-quantize -o outputs/<experiment>/<run_id>/export_fp32
 """
 
 from __future__ import annotations

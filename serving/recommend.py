@@ -1,9 +1,10 @@
 """Offline top-K for many users from an exported artefact, into one Parquet file.
 
-    seqrec recommend outputs/<experiment>/<run_id> --output recs.parquet            # every user of the dataset
-    seqrec recommend RUN/export_fp32 --output recs.parquet --users ids.txt --k 20   # some users, fp32 artefact
-    seqrec recommend RUN --output recs.parquet --histories histories.jsonl          # histories of raw item ids
-    seqrec recommend RUN --output recs.parquet --procs 2 --resume                   # 2 processes; continue a run
+Examples:
+  seqrec recommend outputs/<experiment>/<run_id> --output recs.parquet       # every user of the dataset, K=100
+  seqrec recommend outputs/<experiment>/<run_id>/export_fp32 -o some.parquet --users ids.txt --k 20
+  seqrec recommend outputs/<experiment>/<run_id> -o new.parquet --histories histories.jsonl
+  seqrec recommend outputs/<experiment>/<run_id> -o all.parquet --procs 2 --resume   # continues if interrupted
 
 RUN is a run folder (its ``export/`` artefact is used) or an artefact folder written by ``seqrec export`` (INT8 by
 default, fp32 with ``export --no-quantize``). The artefact's TorchScript ``model.pt`` scores the whole catalogue;

@@ -14,6 +14,11 @@ The configuration:
 
 ``start`` returns once the model reports a READY worker (polling the management API) or fails with the log tail.
 TorchServe is in limited maintenance; the exported artefact itself (TorchScript + JSON) is server-agnostic.
+
+Examples (the start prints the URL, the header to send, where the key is and when it expires):
+  seqrec serve --archive outputs/<experiment>/<run_id>/export/seqrec.mar
+  seqrec serve --archive outputs/<experiment>/<run_id>/export/seqrec.mar --curl
+  seqrec serve --archive outputs/<experiment>/<run_id>/export/seqrec.mar --stop
 """
 
 from __future__ import annotations

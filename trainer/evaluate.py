@@ -5,6 +5,10 @@ the catalogue through the sharded tables, then the slices are all-gathered), use
 matmul + top-k over item chunks, items the user has already interacted with are filtered (configurable), and the
 per-user metrics are reduced across ranks at the end. ``eval.sampled_negatives=100`` switches to the SASRec
 paper's protocol (target ranked among 100 sampled unseen items), labelled as such in the output.
+
+Examples:
+  seqrec evaluate outputs/<experiment>/<run_id> --split test
+  seqrec evaluate --popularity data/ml1m --split test
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ Reads manifest.json, items.parquet and sequences.parquet (streamed by row group)
     interactions, and the share of train interactions going to the top 1% / 10% of items.
 
 Example:
-  seqrec inspect data/ml-1m
-  seqrec inspect data/ml-1m --json > ml-1m.json
+  seqrec inspect data/ml1m
+  seqrec inspect data/ml1m --json > ml1m.json
 """
 
 from __future__ import annotations

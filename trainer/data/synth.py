@@ -4,8 +4,8 @@ The output is a *raw log folder* (events, item and user features, ``synth.json``
 turn it into one with ``seqrec prepare --format synthetic DIR DATASET``.
 
 Example:
-  seqrec synth --output data/synth-raw --users 2000
-  seqrec prepare --format synthetic data/synth-raw data/synth
+  seqrec synth --output data/synthetic-raw --users 2000
+  seqrec prepare --format synthetic data/synthetic-raw data/synthetic
 
 The generative model, all vectorised over every event of a block of users (no per-event Python):
 
