@@ -12,7 +12,7 @@ seen items are excluded unless ``--include-seen``. Raw ids in and out: the outpu
 ``user_id`` (string), ``items`` (list of raw item ids, best first), ``scores`` (list of float32) and ``fallback``
 (true when no known item was left in the history: the most popular items are given instead).
 
-The work is cut into chunks (a row group of users each) scored by ``--procs`` processes in any order; each chunk
+The work is cut into chunks (``--chunk-users`` users, whole row groups) scored by ``--procs`` processes in any order; each chunk
 is written to ``.<output>.partial/`` as it finishes, so memory stays bounded by one chunk and an interrupted run
 continues with ``--resume``. The output file appears only when every chunk is done (written to a temporary name,
 then renamed); an existing output is never replaced without ``--overwrite``.
@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from serving.recommend_inputs import SPLITS, Chunk, Histories, Reader, Source, plan
+from serving.recommend_inputs import CHUNK_USERS, SPLITS, Chunk, Histories, Reader, Source, plan
 from serving.service import ID_MAP_FILE, METADATA_FILE, MODEL_FILE
 from trainer.errors import ConfigError
 
@@ -60,6 +60,7 @@ class RecommendConfig:
     histories: Path | None = None
     dataset: Path | None = None
     batch_size: int = 256
+    chunk_users: int = CHUNK_USERS
     procs: int = 1
     threads: int | None = None
     resume: bool = False
@@ -71,6 +72,7 @@ class RecommendConfig:
         checks = [
             (self.k >= 1, f"--k must be >= 1, got {self.k}"),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.chunk_users >= 1, f"--chunk-users must be >= 1, got {self.chunk_users}"),
             (self.procs >= 1, f"--procs must be >= 1, got {self.procs}"),
             (self.threads is None or self.threads >= 1, f"--threads must be >= 1, got {self.threads}"),
             (self.split in SPLITS, f"--split must be one of {', '.join(SPLITS)}"),
@@ -280,7 +282,7 @@ def recommend(cfg: RecommendConfig) -> dict[str, Any]:
     cfg.validate()
     artefact = find_artefact(cfg.source)
     source = Source(dataset=dataset_of(artefact, cfg.dataset), split=cfg.split, users=cfg.users,
-                    histories=cfg.histories)
+                    histories=cfg.histories, chunk_users=cfg.chunk_users)
     num_items = len(json.loads((artefact / ID_MAP_FILE).read_text())["raw_ids"])
     if cfg.k > num_items:
         raise ConfigError(f"--k {cfg.k} exceeds the catalogue's {num_items} items; pass --k {num_items} or less")
@@ -318,6 +320,9 @@ def add_arguments(parser: Any) -> None:
                         help="also recommend items already in the history")
     parser.add_argument("--dataset", type=Path, help="dataset folder (default: the one the artefact was trained on)")
     parser.add_argument("--batch-size", type=int, default=256, help="users per model call")
+    parser.add_argument("--chunk-users", type=int, default=CHUNK_USERS,
+                        help="users per chunk (at least; whole row groups): the unit of memory, of work per process "
+                        "and of --resume (default: %(default)s)")
     parser.add_argument("--procs", type=int, default=1, help="processes scoring chunks in parallel")
     parser.add_argument("--threads", type=int, help="intra-op threads per process (default: torch's)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run with the same settings")

@@ -4,11 +4,12 @@ Three sources, each a list of `Chunk`s (small, picklable descriptions) plus a re
 ``(user ids, item indices, lengths)``, so memory stays bounded by one chunk and chunks can be scored by several
 processes in any order:
 
-* every user of a dataset folder: one chunk per row group of ``sequences.parquet``; the history is the whole
+* every user of a dataset folder: consecutive row groups of ``sequences.parquet`` holding at least
+  `CHUNK_USERS` users per chunk (more users per chunk: batches of more similar lengths); the history is the whole
   sequence (``split=all``), or the input of the test / validation targets (``split=test|valid``, exactly what
   ``seqrec evaluate`` feeds the model);
 * a file of raw user ids (one per line): the same row groups, keeping only those users;
-* a file of histories, ``.jsonl`` (``{"user": "u1", "history": ["i1", "i2"]}`` per line, ``user`` optional) or
+* a file of histories (chunks of `CHUNK_USERS` lines or rows), ``.jsonl`` (``{"user": "u1", "history": ["i1", "i2"]}`` per line, ``user`` optional) or
   ``.parquet`` (columns ``user`` string and ``history`` list of raw item ids): raw item ids are mapped through the
   artefact's id map, unknown ones dropped and counted.
 """
@@ -28,15 +29,15 @@ from trainer.data.schema import SEQUENCES, USERS
 from trainer.errors import DataError
 
 SPLITS = ("all", "test", "valid")
-JSONL_CHUNK_LINES = 8192
+CHUNK_USERS = 2048
 
 
 @dataclasses.dataclass(frozen=True)
 class Chunk:
-    """One unit of work: row group ``row_group`` of a Parquet file, or lines from byte ``start`` to ``stop``."""
+    """One unit of work: row groups ``row_groups`` of a Parquet file, or lines from byte ``start`` to ``stop``."""
 
     index: int
-    row_group: int = -1
+    row_groups: tuple[int, ...] = ()
     start: int = 0
     stop: int = 0
     first_line: int = 1
@@ -60,11 +61,12 @@ class Source:
     split: str = "all"
     users: Path | None = None
     histories: Path | None = None
+    chunk_users: int = CHUNK_USERS
 
     def describe(self) -> dict[str, str]:
-        """The settings that decide the output (compared on resume)."""
+        """The settings that decide the output and its chunks (compared on resume)."""
         return {"dataset": str(self.dataset), "split": self.split, "users": str(self.users or ""),
-                "histories": str(self.histories or "")}
+                "histories": str(self.histories or ""), "chunk_users": str(self.chunk_users)}
 
 
 def plan(source: Source) -> tuple[list[Chunk], int]:
@@ -74,17 +76,31 @@ def plan(source: Source) -> tuple[list[Chunk], int]:
         if not path.is_file():
             raise DataError("histories file does not exist", file=path)
         if path.suffix == ".parquet":
-            meta = pq.ParquetFile(path).metadata
-            return [Chunk(i, row_group=i) for i in range(meta.num_row_groups)], meta.num_rows
-        return _jsonl_chunks(path)
+            return _row_group_chunks(path, source.chunk_users), pq.ParquetFile(path).metadata.num_rows
+        return _jsonl_chunks(path, source.chunk_users)
     meta = pq.ParquetFile(source.dataset / SEQUENCES).metadata
-    chunks = [Chunk(i, row_group=i) for i in range(meta.num_row_groups)]
+    chunks = _row_group_chunks(source.dataset / SEQUENCES, source.chunk_users)
     wanted = _wanted_users(source)
     return chunks, meta.num_rows if wanted is None else len(wanted)
 
 
-def _jsonl_chunks(path: Path) -> tuple[list[Chunk], int]:
-    """Byte ranges of `JSONL_CHUNK_LINES` non-empty lines each (one pass, no line kept in memory)."""
+def _row_group_chunks(path: Path, chunk_users: int) -> list[Chunk]:
+    """Consecutive row groups of ``path`` with at least ``chunk_users`` rows each (the last one may hold fewer)."""
+    meta = pq.ParquetFile(path).metadata
+    chunks, group, rows = [], [], 0
+    for i in range(meta.num_row_groups):
+        group.append(i)
+        rows += meta.row_group(i).num_rows
+        if rows >= chunk_users:
+            chunks.append(Chunk(len(chunks), row_groups=tuple(group)))
+            group, rows = [], 0
+    if group:
+        chunks.append(Chunk(len(chunks), row_groups=tuple(group)))
+    return chunks
+
+
+def _jsonl_chunks(path: Path, lines_per_chunk: int) -> tuple[list[Chunk], int]:
+    """Byte ranges of ``lines_per_chunk`` non-empty lines each (one pass, no line kept in memory)."""
     chunks, start, count, lines, total, line_no, first = [], 0, 0, 0, 0, 0, 1
     with open(path, "rb") as f:
         for raw in f:
@@ -92,7 +108,7 @@ def _jsonl_chunks(path: Path) -> tuple[list[Chunk], int]:
             if raw.strip():
                 count, total = count + 1, total + 1
             lines += len(raw)
-            if count == JSONL_CHUNK_LINES:
+            if count == lines_per_chunk:
                 chunks.append(Chunk(len(chunks), start=start, stop=start + lines, first_line=first))
                 start, lines, count, first = start + lines, 0, 0, line_no + 1
     if count:
@@ -135,13 +151,13 @@ class Reader:
         if self.source.histories is None:
             return self._dataset_chunk(chunk)
         if self.source.histories.suffix == ".parquet":
-            table = pq.ParquetFile(self.source.histories).read_row_group(chunk.row_group)
+            table = pq.ParquetFile(self.source.histories).read_row_groups(list(chunk.row_groups))
             return self._raw_histories(table, self.source.histories, first_row=None)
         return self._raw_histories(_read_jsonl(self.source.histories, chunk), self.source.histories, chunk.first_line)
 
     def _dataset_chunk(self, chunk: Chunk) -> Histories:
         columns = ["user_idx", "items", "train_end", "valid_end"]
-        table = pq.ParquetFile(self.source.dataset / SEQUENCES).read_row_group(chunk.row_group, columns=columns)
+        table = pq.ParquetFile(self.source.dataset / SEQUENCES).read_row_groups(list(chunk.row_groups), columns=columns)
         user_idx = table.column("user_idx").to_numpy().astype(np.int64)
         if self.wanted is not None:
             keep = np.isin(user_idx, self.wanted)

@@ -34,7 +34,7 @@ def run_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 @pytest.fixture(scope="module")
 def test_recs(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("recs") / "recs.parquet"
-    recommend(RecommendConfig(source=run_dir / "export_fp32", output=out, k=K, split="test", progress=False,
+    recommend(RecommendConfig(chunk_users=64, source=run_dir / "export_fp32", output=out, k=K, split="test", progress=False,
                               batch_size=64))
     return out
 
@@ -91,9 +91,9 @@ def test_histories_file_and_user_list_give_the_same_rows(run_dir: Path, test_rec
                          + ["not-an-item"]}) for r in seq]
     (tmp_path / "h.jsonl").write_text("\n".join(lines) + "\n")
     (tmp_path / "users.txt").write_text("\n".join(raw_user[r["user_idx"]] for r in seq) + "\n")
-    by_file = recommend(RecommendConfig(source=run_dir / "export_fp32", output=tmp_path / "h.parquet", k=K,
+    by_file = recommend(RecommendConfig(chunk_users=64, source=run_dir / "export_fp32", output=tmp_path / "h.parquet", k=K,
                                         histories=tmp_path / "h.jsonl", progress=False))
-    recommend(RecommendConfig(source=run_dir / "export_fp32", output=tmp_path / "u.parquet", k=K, split="test",
+    recommend(RecommendConfig(chunk_users=64, source=run_dir / "export_fp32", output=tmp_path / "u.parquet", k=K, split="test",
                               users=tmp_path / "users.txt", progress=False))
     assert by_file["unknown_items_dropped"] == 50
     reference = {r["user_id"]: r for r in pq.read_table(test_recs).to_pylist()}
@@ -105,19 +105,19 @@ def test_histories_file_and_user_list_give_the_same_rows(run_dir: Path, test_rec
 
 
 def test_two_processes_write_the_same_file(run_dir: Path, test_recs: Path, tmp_path: Path) -> None:
-    result = recommend(RecommendConfig(source=run_dir / "export_fp32", output=tmp_path / "p.parquet", k=K,
+    result = recommend(RecommendConfig(chunk_users=64, source=run_dir / "export_fp32", output=tmp_path / "p.parquet", k=K,
                                        split="test", procs=2, threads=1, progress=False, batch_size=64))
     assert result["users"] == 600
     assert pq.read_table(tmp_path / "p.parquet").equals(pq.read_table(test_recs))
 
 
 def test_resumes_an_interrupted_run_and_refuses_otherwise(run_dir: Path, test_recs: Path, tmp_path: Path) -> None:
-    cfg = RecommendConfig(source=run_dir / "export_fp32", output=tmp_path / "r.parquet", k=K, split="test",
+    cfg = RecommendConfig(chunk_users=64, source=run_dir / "export_fp32", output=tmp_path / "r.parquet", k=K, split="test",
                           progress=False, batch_size=64)
     from serving.recommend import _fingerprint, _Task, find_artefact
 
     artefact = find_artefact(cfg.source)
-    source = Source(dataset=Path(load_trained(run_dir).cfg.data.path), split="test")
+    source = Source(dataset=Path(load_trained(run_dir).cfg.data.path), split="test", chunk_users=64)
     chunks, _ = plan(source)
     work = _work_folder(cfg, _fingerprint(cfg, artefact, source))
     _init(_Task(artefact, source, work, K, True, 64, None))
