@@ -60,7 +60,7 @@ def evaluation_path(run: Path, k: int, threads: int) -> float:
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend="gloo")
     started, users = time.perf_counter(), 0
     with torch.inference_mode():
-        items = item_table(trained.model, trained.model.config.num_items, env)
+        items = item_table(trained.model, trained.model.num_items, env)
         for batch in loader:
             full_ranking(trained.model.encode(batch).float(), items, k, None, seen.gather(batch.user_idx))
             users += len(batch.user_idx)

@@ -4,10 +4,10 @@ Ours is the real training path on one rank: a dataset folder made by ``seqrec pr
 ``../shared/data/sasrec-ml-1m/ml-1m.txt``, then `trainer.train.run_training` (DistributedModelParallel over a
 1-process gloo group, streaming jagged loader with length bucketing, FBGEMM fused row-wise Adagrad for the item
 table, AdamW for dense layers). Variants: ``fp32`` (defaults: TorchRec train pipeline on, chunked softmax,
-length-bucketed batches whose blocks run in 4 length groups), ``nogroups`` (``model.length_groups=1``),
+length-bucketed batches whose blocks run in 4 length groups), ``nogroups`` (``model.encoder.length_groups=1``),
 ``bf16`` (``trainer.bf16=true``), ``nopipe`` (``trainer.pipeline=false``, the plain loop), ``unchunked``
-(``model.softmax_chunk=0``: the plain cross entropy over materialised logits), ``nobucket``
-(``data.bucket_batches=1 model.length_groups=1``: random batches, each padded to its longest), ``groups4`` /
+(``model.objective.softmax_chunk=0``: the plain cross entropy over materialised logits), ``nobucket``
+(``data.bucket_batches=1 model.encoder.length_groups=1``: random batches, each padded to its longest), ``groups4`` /
 ``groups8`` (random batches whose blocks run on 4 / 8 length-sorted groups, as the accuracy experiments train)
 and ``2ranks`` (torchrun, 2 ranks).
 
@@ -81,12 +81,12 @@ VARIANTS = {
     "fp32": [],
     "bf16": ["trainer.bf16=true"],
     "nopipe": ["trainer.pipeline=false"],
-    "unchunked": ["model.softmax_chunk=0"],  # the plain (T, N)-logits cross entropy
-    "nogroups": ["model.length_groups=1"],  # bucketed batches, the blocks on the whole batch
-    "nobucket": ["data.bucket_batches=1", "model.length_groups=1"],  # random batches, padded to their longest
+    "unchunked": ["model.objective.softmax_chunk=0"],  # the plain (T, N)-logits cross entropy
+    "nogroups": ["model.encoder.length_groups=1"],  # bucketed batches, the blocks on the whole batch
+    "nobucket": ["data.bucket_batches=1", "model.encoder.length_groups=1"],  # random batches, padded to their longest
     # random batches, the blocks run on 4 / 8 length-sorted groups of each (same outputs, less padding)
-    "groups4": ["data.bucket_batches=1", "model.length_groups=4"],
-    "groups8": ["data.bucket_batches=1", "model.length_groups=8"],
+    "groups4": ["data.bucket_batches=1", "model.encoder.length_groups=4"],
+    "groups8": ["data.bucket_batches=1", "model.encoder.length_groups=8"],
     "2ranks": [],
 }
 MAX_LEN, BLOCKS, HEADS, BATCH, DROPOUT, LR = 200, 2, 1, 128, 0.2, 1e-3
@@ -266,10 +266,10 @@ def ours_overrides(dataset: Path, out: Path, loss: str, dim: int, run_id: str, *
         f"data.max_len={MAX_LEN}",
         f"data.batch_size={BATCH}",
         f"model.dim={dim}",
-        f"model.num_blocks={BLOCKS}",
-        f"model.num_heads={HEADS}",
-        f"model.dropout={DROPOUT}",
-        f"model.loss={loss}",
+        f"model.encoder.num_blocks={BLOCKS}",
+        f"model.encoder.num_heads={HEADS}",
+        f"model.encoder.dropout={DROPOUT}",
+        f"model.objective.loss={loss}",
         "trainer.experiment=bench_train",
         f"trainer.run_id={run_id}",
         "trainer.progress=false",

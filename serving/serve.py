@@ -300,7 +300,7 @@ def how_to_call(cfg: ServerConfig, info: dict[str, Any]) -> str:
         "with 'Content-Type: application/json' and 'Authorization: Bearer <inference key>'",
         f"the inference key: the \"inference\" -> \"key\" entry of {key_file}",
         f"keys expire {cfg.key_expiry_min} minutes after start (a stale key gets HTTP 400); set --key-expiry-min, "
-        "or renew with the management API: curl -X POST '" + cfg.management_url + "/token?type=inference' "
+        "or renew it (the file then holds the new one): curl '" + cfg.management_url + "/token?type=inference' "
         "-H 'Authorization: Bearer <\"API\" key of the same file>'",
         f"a ready request: seqrec serve --archive {cfg.archive} --curl",
         f"logs: {info['logs']}; stop with: seqrec serve --archive {cfg.archive} --stop",

@@ -142,15 +142,43 @@ def describe(cfg: Any) -> str:
     lines = []
     for section in ("data", "model", "optim", "eval", "trainer"):
         lines.append(f"{section}:")
-        for field in dataclasses.fields(getattr(cfg, section)):
-            key = f"{section}.{field.name}"
-            value = _value(cfg, key)
+        for key, value in _leaves(section, getattr(cfg, section)):
             rule = RULES.get(key)
             text = f"  {key}={_show(value)}"
             lines.append(f"{text:<40} {rule.description}; {rule.allowed}" if rule else text)
         if section == "model":
             lines.append("  (model keys are checked by the model's own config)")
     return "\n".join(lines)
+
+
+def _leaves(prefix: str, node: Any) -> list[tuple[str, Any]]:
+    """``(dotted key, value)`` of every non-dataclass value under ``node`` (nested component configs flattened)."""
+    out = []
+    for field in dataclasses.fields(node):
+        value = getattr(node, field.name)
+        key = f"{prefix}.{field.name}"
+        out += _leaves(key, value) if dataclasses.is_dataclass(value) else [(key, value)]
+    return out
+
+
+def _configs(roots: list[Any]) -> dict[str, Any]:
+    """Every config dataclass instance reachable from ``roots``, by class name (for "did you mean")."""
+    found: dict[str, Any] = {}
+    todo = list(roots)
+    while todo:
+        node = todo.pop()
+        if dataclasses.is_dataclass(node) and type(node).__name__ not in found:
+            found[type(node).__name__] = node
+            todo += [getattr(node, f.name) for f in dataclasses.fields(node)]
+    return found
+
+
+def _model_defaults() -> list[Any]:
+    """A default instance of every registered model's config."""
+    from modules import registry
+
+    registry.load_models()
+    return [registry.get(name).config() for name in registry.names()]
 
 
 def _show(value: Any) -> str:
@@ -176,11 +204,16 @@ def did_you_mean(message: str, schema: Any, config_dir: Path) -> str:
     if not found:
         return message
     key, owner = found.groups()
-    if owner == type(schema).__name__:
-        choices = [f.name for f in dataclasses.fields(schema)]
-    else:
-        sections = [getattr(schema, f.name) for f in dataclasses.fields(schema)]
-        match = [s for s in sections if type(s).__name__ == owner]
-        choices = [f.name for f in dataclasses.fields(match[0])] if match else []
+    node = _configs([schema]).get(owner) or _configs(_model_defaults()).get(owner)
+    choices = [f.name for f in dataclasses.fields(node)] if node is not None else []
+    if not choices:
+        return message
     close = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
-    return f"{message} (did you mean '{close[0]}'?)" if close else f"{message}; known keys: {', '.join(choices)}"
+    if close:
+        return f"{message} (did you mean '{close[0]}'?)"
+    nested = [k for k, _ in _leaves("", node) if k.endswith(f".{key}")]  # a key moved into a component config
+    override = re.search(r"override '([^']+)'", message)
+    if nested and override:
+        parent = override.group(1).rsplit(".", 1)[0]
+        return f"{message} (did you mean '{parent}{nested[0]}'?)"
+    return f"{message}; known keys: {', '.join(choices)}"

@@ -3,6 +3,7 @@ stop with nothing running said so (a real TorchServe on 127.0.0.1)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import time
@@ -25,6 +26,20 @@ def _ports() -> list[str]:
     assert len(ports) == 5
     names = ("--port", "--management-port", "--metrics-port", "--grpc-port", "--grpc-management-port")
     return [x for name, port in zip(names, ports) for x in (name, str(port))]
+
+
+def _check_expiry_and_renewal(key_file: Path, said: str, minutes: int) -> None:
+    """The key expires when we said, and the renewal command printed at start gives a new key."""
+    entry = json.loads(key_file.read_text())["inference"]
+    stamps = [v for v in entry.values() if isinstance(v, str) and v[:2] == "20"]
+    expires = datetime.datetime.fromisoformat(stamps[0].replace("Z", "+00:00"))
+    left = (expires - datetime.datetime.now(datetime.timezone.utc)).total_seconds() / 60
+    assert minutes - 3 < left <= minutes + 1, entry
+    renew = next(line for line in said.splitlines() if "/token?type=inference" in line)
+    command = renew[renew.index("curl "):].replace('<"API" key of the same file>',
+                                                    json.loads(key_file.read_text())["API"]["key"])
+    subprocess.run(["bash", "-c", command], capture_output=True, check=True, timeout=30)
+    assert json.loads(key_file.read_text())["inference"]["key"] != entry["key"]
 
 
 def test_serve_explains_itself_and_refuses_what_it_cannot_do(
@@ -56,6 +71,7 @@ def test_serve_explains_itself_and_refuses_what_it_cannot_do(
         assert json.loads(key_file.read_text())["inference"]["key"] in curl
         answer = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=60)
         assert len(json.loads(answer.stdout)["items"]) == 10
+        _check_expiry_and_renewal(key_file, said, 30)
     finally:
         stopped = seqrec(["serve", *archive, "--stop"])
     assert stopped == 0

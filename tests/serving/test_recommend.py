@@ -49,7 +49,7 @@ def _evaluation_topk(run_dir: Path) -> dict[str, tuple[list[str], np.ndarray]]:
     trained = load_trained(run_dir)
     folder = trained.cfg.data.path
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend="gloo")
-    items = item_table(trained.model, trained.model.config.num_items, env)
+    items = item_table(trained.model, trained.model.num_items, env)
     seen = SeenIndex(folder, "test")
     raw_items = pq.read_table(Path(folder) / "items.parquet").column("raw_id").to_pylist()
     users = pq.read_table(Path(folder) / "users.parquet")

@@ -30,6 +30,8 @@ CORPUS: list[tuple[list[str], str]] = [
     (["train", "trainr.epochs=1"], "did you mean 'trainer'?"),
     (["train", "optim.lrr=0.1"], "did you mean 'lr'?"),
     (["train", "+trainer.epoch=3"], "did you mean 'epochs'?"),
+    (["train", "model.dimm=8"], "did you mean 'dim'?"),
+    (["train", "model.num_blocks=3"], "did you mean 'model.encoder.num_blocks'?"),
     (["train", "experiment=sasrec_ml1"], "did you mean 'experiment=sasrec_ml1m'?"),
     (["train", "optim.lr=abc"], "optim.lr=abc"),
     (["train", "trainer.resume=true", "trainer.init_from=x"], "trainer.resume and trainer.init_from"),
