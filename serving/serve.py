@@ -291,6 +291,11 @@ def curl_command(cfg: ServerConfig) -> str:
             f"-H 'Content-Type: application/json' -d '{body}'")
 
 
+def _selector(cfg: ServerConfig) -> str:
+    """The options that name this instance again (archive, and the state folder when not the default)."""
+    return f"--archive {cfg.archive}" + (f" --state-dir {cfg.state_dir}" if cfg.state_dir else "")
+
+
 def how_to_call(cfg: ServerConfig, info: dict[str, Any]) -> str:
     """What a client needs: the URL, the header, where the key is, when it expires and how to renew it."""
     key_file = info["key_file"]
@@ -302,8 +307,8 @@ def how_to_call(cfg: ServerConfig, info: dict[str, Any]) -> str:
         f"keys expire {cfg.key_expiry_min} minutes after start (a stale key gets HTTP 400); set --key-expiry-min, "
         "or renew it (the file then holds the new one): curl '" + cfg.management_url + "/token?type=inference' "
         "-H 'Authorization: Bearer <\"API\" key of the same file>'",
-        f"a ready request: seqrec serve --archive {cfg.archive} --curl",
-        f"logs: {info['logs']}; stop with: seqrec serve --archive {cfg.archive} --stop",
+        f"a ready request: seqrec serve {_selector(cfg)} --curl",
+        f"logs: {info['logs']}; stop with: seqrec serve {_selector(cfg)} --stop",
     ])
 
 
