@@ -231,11 +231,15 @@ def positions_from_end(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
 
 
 def padded_values(values: torch.Tensor, lengths: torch.Tensor, fill: int = 0) -> torch.Tensor:
-    """A jagged 1-D tensor ``(T,)`` (e.g. timestamps) right-padded to ``(B, Lmax)`` with ``fill``."""
-    longest = int(lengths.max())
-    offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(lengths)
-    dense = torch.ops.fbgemm.jagged_to_padded_dense(values[:, None].to(torch.float64), [offsets], [longest], fill)
-    return dense[..., 0].to(values.dtype)
+    """A jagged 1-D integer tensor ``(T,)`` (ids, timestamps) right-padded to ``(B, Lmax)`` with ``fill``, exactly
+    (an index scatter, not a float round trip: unix seconds do not fit a float32)."""
+    longest = int(lengths.max()) if lengths.numel() else 0
+    out = values.new_full((lengths.numel(), longest), fill)
+    rows = torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device), lengths)
+    starts = torch.cumsum(lengths, 0) - lengths
+    cols = torch.arange(values.numel(), device=values.device) - torch.repeat_interleave(starts, lengths)
+    out[rows, cols] = values
+    return out
 
 
 def check_lengths(lengths: torch.Tensor, max_len: int) -> None:

@@ -45,13 +45,16 @@ from trainer.distributed import (
     build_optimizer,
     init_distributed,
     lr_factor,
+    record_plan,
     shard_model,
     shutdown_distributed,
 )
+from trainer.ema import DenseEMA
 from trainer.errors import ConfigError, SeqrecError
 from trainer.logs import setup_logging
 from trainer.model_factory import build_model
 from trainer.tasks import task_of
+from trainer.threads import configure_threads
 
 log = logging.getLogger("seqrec.train")
 
@@ -79,7 +82,9 @@ class Trainer:
             cfg.trainer.sharding,
             cfg.data.batch_size,
         )
+        record_plan(self.model, self.run_dir, env, cfg.optim)  # log the plan and write plan.json into the run folder
         self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.ema = DenseEMA.of_optimizer(self.optimizer, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
         self.base_lrs = base_lrs(self.optimizer)
         self.pipeline = (
             TrainPipelineSparseDist(self.model, self.optimizer, env.device, custom_model_fwd=self._forward)
@@ -183,7 +188,8 @@ class Trainer:
                     opt.init_state()
 
     def _meta_expect(self) -> dict[str, Any]:
-        return {"model": self.cfg.model.name, "num_items": self.manifest.num_items, "dim": getattr(self.cfg.model, "dim", None)}
+        dim = getattr(self.cfg.model, "dim", None)
+        return {"model": self.cfg.model.name, "num_items": self.manifest.num_items, "dim": dim}
 
     # ---------------------------------------------------------------------------------------------- the loop
     def _forward(self, batch: Batch | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -263,6 +269,8 @@ class Trainer:
             if logs is None:
                 break
             self.step += 1
+            if self.ema is not None:
+                self.ema.update()
             self.losses.append(float(logs["loss"]))
             self.throughput += torch.tensor(
                 [time.perf_counter() - started, float(logs["num_sequences"]), float(logs["num_targets"])],
@@ -327,11 +335,16 @@ class Trainer:
             self.pipeline.detach()  # calling the DMP model directly needs the original forwards back
         loader = self._build_loader(split, self.task.eval_kind, self.cfg.data.eval_batch_size, shuffle=False)
         per_user = self.run_dir / f"per_user_{split}.parquet" if self.cfg.eval.per_user else None
-        metrics = self.task.evaluate(
-            self.model, loader, self.manifest, self.cfg.eval, self.env, per_user_path=per_user, progress=False
-        )
+        with self._averaged():
+            metrics = self.task.evaluate(
+                self.model, loader, self.manifest, self.cfg.eval, self.env, per_user_path=per_user, progress=False
+            )
         self.model.train()
         return metrics
+
+    def _averaged(self) -> Any:
+        """Inside: the model holds the EMA of its dense weights (``optim.ema_decay``), else nothing changes."""
+        return self.ema.swapped() if self.ema is not None else contextlib.nullcontext()
 
     def _evaluate_and_check(self) -> bool:
         """Validate every ``eval_every_epochs``; returns True when early stopping says stop."""
@@ -394,6 +407,7 @@ class Trainer:
             self.pipeline.detach()
         best = checkpoint.checkpoint_dir(self.run_dir, self.best_step)
         checkpoint.load(best, self.model, None, expect=self._meta_expect())
+        self.ema = None  # the loaded model already holds that checkpoint's averaged weights
         log.info("final metrics from the best validation checkpoint %s (%s %.4f)", best, self.task.selection_metric,
                  self.best_metric)
 
@@ -409,6 +423,8 @@ class Trainer:
             "evals_without_gain": self.evals_without_gain,
             "history": json.dumps(self.history),
             "losses": json.dumps(self.losses),
+            # saved while swapped (see save_checkpoint): the average holds the live weights then
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -417,6 +433,9 @@ class Trainer:
         self.best_step = state.get("best_step", -1)
         self.history = json.loads(state["history"])
         self.losses = json.loads(state["losses"])
+        if self.ema is not None and "ema" in state:  # the model was loaded with the averaged weights: swap back
+            self.ema.load_state_dict(state["ema"])
+            self.ema.swap()
         checkpoint.set_rng_state(state["rng"])
 
     def save_checkpoint(self) -> None:
@@ -426,7 +445,8 @@ class Trainer:
             meta = {**self._meta_expect(), "world_size": self.env.world_size, "step": self.step, "epoch": self.epoch}
             best = checkpoint.checkpoint_dir(self.run_dir, self.best_step) if self.best_step >= 0 else None
             keep = self.cfg.trainer.keep_checkpoints
-            checkpoint.save(ckpt, self.model, self.optimizer, self.state_dict(), meta, keep=keep, protect=best)
+            with self._averaged():  # the checkpoint's model is what was evaluated; the live weights ride in its state
+                checkpoint.save(ckpt, self.model, self.optimizer, self.state_dict(), meta, keep=keep, protect=best)
         # Also when the step was already checkpointed (checkpoint_every ending on an epoch's last step).
         if self.env.is_main and self.best_step == self.step:
             best = {"step": self.step, "epoch": self.epoch, self.task.selection_metric: self.best_metric}
@@ -453,8 +473,16 @@ def _fmt(metrics: dict[str, float]) -> str:
 
 
 def run_training(cfg: TrainConfig) -> dict[str, Any]:
-    """Join the process group, train, and leave it; the function every entry point calls."""
+    """Join the process group, train, and leave it; the function every entry point calls (``trainer.phases``:
+    once per phase, `trainer.phases.run_phases`)."""
+    if cfg.trainer.phases:
+        from trainer.phases import run_phases
+
+        return run_phases(cfg, run_training)
     env = init_distributed()
+    threads = configure_threads(cfg.trainer.threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if env.is_main:
+        log.info("%d intra-op thread(s) per process", threads)
     try:
         return Trainer(cfg, env).train()
     finally:

@@ -92,9 +92,14 @@ class SASRecEncoder(SequenceEncoder):
     def forward(self, embedded: torch.Tensor, lengths: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
         if not torch.fx._symbolic_trace.is_fx_symbolic_tracing():
             seq.check_lengths(lengths, self.max_len)
-        positions = self.positions(seq.positions_from_end(lengths, self.max_len))
-        x = seq.padded_dense(embedded, lengths) * math.sqrt(self.dim) + positions
-        x = self.input_dropout(x * seq.real_mask(lengths))
+        return self.padded(seq.padded_dense(embedded, lengths), lengths)
+
+    def padded(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The same on right-padded embeddings ``(B, L, D)`` (zeros at padding; plain torch ops, ONNX-exportable)."""
+        cols = torch.arange(x.shape[1], device=x.device)
+        positions = self.positions((self.max_len - lengths[:, None] + cols).clamp(min=0, max=self.max_len - 1))
+        real = (cols < lengths[:, None]).unsqueeze(-1)
+        x = self.input_dropout((x * math.sqrt(self.dim) + positions) * real)
         if self.training and self.length_groups > 1:
             return seq.run_grouped(self._blocks, x, lengths, self.length_groups)
         return self._blocks(x)

@@ -88,3 +88,15 @@ def test_wrong_invocation_is_one_line_and_leaves_nothing(
 
 def test_the_corpus_is_large_enough() -> None:
     assert len(CORPUS) >= 30
+
+
+def test_every_non_model_key_has_a_rule() -> None:
+    """A key added to a section without a range rule (and a --help line) fails here."""
+    import dataclasses
+
+    from trainer.config import TrainConfig
+    from trainer.config_rules import RULES, SECTIONS
+
+    cfg = TrainConfig()
+    keys = {f"{s}.{f.name}" for s in SECTIONS for f in dataclasses.fields(getattr(cfg, s))}
+    assert keys == set(RULES)
