@@ -188,7 +188,27 @@ def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
         old = dict(old)
         old.setdefault("protocol", "seen_removed" if old.pop("filter_seen") else "none")
         raw = {**raw, "eval": old}
+    model = raw.get("model") if isinstance(raw, dict) else None
+    if isinstance(model, dict) and model.get("name") == "sasrec" and set(model) & set(_FLAT_SASREC):
+        raw = {**raw, "model": _nest_flat_sasrec(model)}
     return raw
+
+
+# SASRec run folders written before the model registry held one flat ``model`` section: key -> component
+_FLAT_SASREC = {
+    **{key: "encoder" for key in ("num_blocks", "num_heads", "dropout", "attn_backend", "block",
+                                   "position_init_std", "length_groups")},
+    **{key: "objective" for key in ("loss", "gbce_t", "temperature", "softmax_chunk")},
+}
+
+
+def _nest_flat_sasrec(model: dict[str, Any]) -> dict[str, Any]:
+    """A flat pre-registry SASRec ``model`` section in today's per-component layout (same values)."""
+    nested: dict[str, Any] = {key: value for key, value in model.items() if key not in _FLAT_SASREC}
+    for key, component in _FLAT_SASREC.items():
+        if key in model:
+            nested.setdefault(component, {})[key] = model[key]
+    return nested
 
 
 def _model_config(raw: Any) -> Any:

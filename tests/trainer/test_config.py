@@ -109,3 +109,15 @@ def test_window_choices_match_the_loader() -> None:
     from trainer.data import loader
 
     assert config.WINDOWS == loader.WINDOWS
+
+
+def test_run_folders_from_before_the_registry_still_load() -> None:
+    """A flat SASRec ``model`` section (pre-registry config.yaml) reads into today's components, same values."""
+    old = {"model": {"name": "sasrec", "dim": 32, "num_blocks": 3, "dropout": 0.1, "loss": "bce",
+                     "softmax_chunk": 0, "length_groups": 2, "tie_weights": True},
+           "eval": {"filter_seen": True}}
+    cfg = from_dict(old)
+    assert (cfg.model.dim, cfg.model.encoder.num_blocks, cfg.model.encoder.dropout) == (32, 3, 0.1)
+    assert (cfg.model.objective.loss, cfg.model.objective.softmax_chunk, cfg.model.encoder.length_groups) == (
+        "bce", 0, 2)
+    assert cfg.eval.protocol == "seen_removed"
