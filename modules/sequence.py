@@ -268,14 +268,15 @@ def padded_groups(lengths: torch.Tensor, groups: int) -> tuple[list[tuple[torch.
     return list(zip(chunks, widths)), torch.argsort(order)
 
 
-def run_grouped(fn, x: torch.Tensor, lengths: torch.Tensor, groups: int) -> torch.Tensor:
+def run_grouped(fn, x: torch.Tensor, lengths: torch.Tensor, groups: int, pass_lengths: bool = False) -> torch.Tensor:
     """``fn`` (a per-sequence map ``(b, L, D) -> (b, L, D)``) on length-sorted groups of right-padded ``x``, each
-    cut to its own longest; the result padded back to ``x``'s width, in the batch's order."""
+    cut to its own longest; the result padded back to ``x``'s width, in the batch's order. ``pass_lengths``:
+    call ``fn(x_group, lengths_group)`` instead (for attention backends that skip padding)."""
     if groups <= 1:
-        return fn(x)
+        return fn(x, lengths) if pass_lengths else fn(x)
     longest = x.shape[1]
     parts, restore = padded_groups(lengths, groups)
-    outputs = [fn(x[rows, :width]) for rows, width in parts]
+    outputs = [fn(x[rows, :width], lengths[rows]) if pass_lengths else fn(x[rows, :width]) for rows, width in parts]
     return torch.cat([nn.functional.pad(h, (0, 0, 0, longest - h.shape[1])) for h in outputs])[restore]
 
 

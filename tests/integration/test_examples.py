@@ -44,6 +44,14 @@ PENDING = {
     "seqrec export TOWERS_RUN --rerank SASREC_RUN --archive",
     "torchx run",
     "torchx run -s local_cwd dist.ddp -j 2x1 --script trainer/train.py -- ...",
+    "python scripts/ranking_summary.py outputs/dlrm_kuairand outputs/transact_kuairand",
+    "scripts/bench_attention.py",
+    "seqrec evaluate outputs/transact_kuairand/<run_id> --split test",
+    "seqrec export outputs/transact_kuairand/<run_id> --archive",
+    "seqrec synth --impressions 3",
+    "seqrec train experiment=sasrec_ml1m data.max_len=1000 model.encoder.attn_backend=jagged "
+    "model.encoder.attention.dropout=output",
+    "seqrec train experiment=transact_kuairand",
 }
 # example (placeholders as printed) -> what is appended to run it cheaply here; in the order they run
 PLAN: dict[str, str] = {
