@@ -12,7 +12,7 @@ Steps, in this order, streaming in bounded memory:
      and rename the folder into place. A failed run leaves nothing behind.
 
 Example:
-  seqrec prepare --format sasrec ../shared/data/sasrec-ml-1m data/ml-1m
+  seqrec prepare --format sasrec ../shared/data/sasrec-ml-1m/ml-1m.txt data/ml1m
   seqrec prepare --format movielens ../shared/data/movielens-100k data/ml-100k --kcore 5 --split time \\
       --valid-frac 0.1 --test-frac 0.1 --short-users drop
   seqrec synth --output data/day2 --users 3000 --seed 2 && seqrec synth --output data/day1 --users 2000 --seed 1
@@ -636,7 +636,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write output as a new version of the dataset folder DATASET plus the events of input: "
                              "old user/item indices kept, new ones added at the end (trainer.data.append)")
     reader = parser.add_argument_group("reader options")
-    reader.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+    reader.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="reader option, repeatable, passed as a string (e.g. --option meta=items.csv)")
     reader.add_argument("--columns", metavar="FIELD=NAME,...",
                         help="source column of each event field, e.g. user=uid,item=iid,timestamp=ts")

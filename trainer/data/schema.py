@@ -126,7 +126,7 @@ def read_manifest(folder: str | Path) -> Manifest:
     """Read and validate a dataset folder's manifest; a clear `DataError` if it is missing or of another version."""
     path = Path(folder) / MANIFEST
     if not Path(folder).is_dir():
-        raise DataError("dataset folder does not exist (create it with `seqrec prepare` or `seqrec synth`)", file=folder)
+        raise DataError("dataset folder does not exist (create it with `seqrec prepare`; for a synthetic one, `seqrec synth --output RAW` then `seqrec prepare --format synthetic RAW DATASET`)", file=folder)
     if not path.is_file():
         raise DataError("no manifest.json: not a seqrec dataset folder", file=folder)
     try:
