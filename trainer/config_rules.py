@@ -121,6 +121,8 @@ RULES: dict[str, Rule] = {
                            lambda x: isinstance(x, bool)),
     "trainer.init_from": Rule("run folder or checkpoint to fine-tune from (weights only)", "null or a path",
                               lambda x: x is None or bool(str(x).strip())),
+    "trainer.init_new_items": Rule("new item rows when trainer.init_from meets a larger catalogue",
+                                   "model|mean|features", _one_of("model", "mean", "features")),
     "trainer.progress": Rule("progress bar on rank 0 (log lines instead when off or not a terminal)",
                              "true|false", lambda x: isinstance(x, bool)),
     "trainer.threads": Rule("intra-op threads per process (0: OMP_NUM_THREADS, else cores / local processes)",
