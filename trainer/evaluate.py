@@ -245,6 +245,7 @@ def run(args: Any) -> int:
             kind=task.eval_kind,
             split=args.split,
             shuffle=False,
+            timestamps=cfg.model.loader_needs().timestamps,
         )
         loader = build_loader(cfg.data.path, loader_cfg, env.rank, env.world_size)
         # the sampled protocol gets its own files: it must not replace the full-ranking results of the split

@@ -135,6 +135,7 @@ class Trainer:
             popularity_alpha=d.popularity_alpha,
             window=d.window,
             num_workers=d.num_workers,
+            timestamps=self.cfg.model.loader_needs().timestamps,
         )
         return build_loader(d.path, config, self.env.rank, self.env.world_size)
 
