@@ -235,6 +235,20 @@ def padded_values(values: torch.Tensor, lengths: torch.Tensor, fill: int = 0) ->
     return dense[..., 0].to(values.dtype)
 
 
+def append_each(values: torch.Tensor, lengths: torch.Tensor, fill: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Jagged ``values (T, ...)`` with one element appended to each of the B sequences: ``fill`` broadcast to
+    ``(B, ...)`` (one row for all, or one per sequence); returns ``(values (T + B, ...), lengths + 1)``."""
+    longer = lengths + 1
+    ends = torch.cumsum(longer, 0) - 1
+    kept = torch.arange(values.shape[0], device=values.device) + torch.repeat_interleave(
+        torch.arange(lengths.shape[0], device=values.device), lengths, output_size=values.shape[0]
+    )
+    out = values.new_empty((values.shape[0] + lengths.shape[0],) + values.shape[1:])
+    out[kept] = values
+    out[ends] = fill.to(values.dtype)
+    return out, longer
+
+
 def check_lengths(lengths: torch.Tensor, max_len: int) -> None:
     """Every history length must be in ``[1, max_len]`` (the loader truncates; the position table has max_len rows)."""
     shortest, longest = (int(x) for x in torch.aminmax(lengths))
@@ -312,5 +326,5 @@ def _catalogue(like_lengths: torch.Tensor, num_items: int) -> tuple[torch.Tensor
 
 # FX (the sparse-dist pipeline's trace of forward, the exporter's trace of the query) keeps these as one call each.
 for _fn in ("with_catalogue", "output_kjt", "padded_dense", "real_mask", "positions_from_end", "padded_values",
-            "check_lengths"):
+            "check_lengths", "append_each"):
     torch.fx.wrap(_fn)
