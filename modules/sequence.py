@@ -228,11 +228,12 @@ def positions_from_end(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
 
 
 def padded_values(values: torch.Tensor, lengths: torch.Tensor, fill: int = 0) -> torch.Tensor:
-    """A jagged 1-D tensor ``(T,)`` (e.g. timestamps) right-padded to ``(B, Lmax)`` with ``fill``."""
-    longest = int(lengths.max())
-    offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(lengths)
-    dense = torch.ops.fbgemm.jagged_to_padded_dense(values[:, None].to(torch.float64), [offsets], [longest], fill)
-    return dense[..., 0].to(values.dtype)
+    """A jagged 1-D tensor ``(T,)`` (e.g. timestamps) right-padded to ``(B, Lmax)`` with ``fill``, in its own dtype
+    (FBGEMM's padding kernel has no int64 or float64 on CPU, and float32 would round epoch seconds)."""
+    real = torch.arange(int(lengths.max()), device=lengths.device)[None, :] < lengths[:, None]
+    dense = values.new_full(real.shape, fill)
+    dense[real] = values
+    return dense
 
 
 def append_each(values: torch.Tensor, lengths: torch.Tensor, fill: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
