@@ -39,6 +39,8 @@ class Mamba4RecEncoderConfig:
         num_layers: Mamba layers. state: SSM state size N per channel. expand: inner width / ``model.dim``.
         conv: causal conv kernel width. scan_chunk: steps per parallel chunk of the scan (1..8: fp32 range).
         dropout: on inputs and after the Mamba block and the FFN, in [0, 1).
+        length_groups: in training the layers run on this many length-sorted groups of each batch, each cut to
+            its own longest (same outputs, less padding: the scan's cost is per padded step); 1 = off.
     """
 
     num_layers: int = 1
@@ -47,10 +49,11 @@ class Mamba4RecEncoderConfig:
     conv: int = 4
     scan_chunk: int = 8
     dropout: float = 0.2
+    length_groups: int = 4
 
     def validate(self, dim: int) -> None:
         """Raise `ValueError` naming the ``model.encoder.<key>`` to change."""
-        for key in ("num_layers", "state", "expand", "conv", "scan_chunk"):
+        for key in ("num_layers", "state", "expand", "conv", "scan_chunk", "length_groups"):
             if getattr(self, key) < 1:
                 raise ValueError(f"model.encoder.{key} must be >= 1, got {getattr(self, key)}")
         if self.scan_chunk > 8:
@@ -128,7 +131,7 @@ class Mamba4RecEncoder(SequenceEncoder):
 
     def __init__(self, config: Mamba4RecEncoderConfig, dim: int, max_len: int, device=None) -> None:
         super().__init__()
-        self.max_len = max_len
+        self.max_len, self.length_groups = max_len, config.length_groups
         self.input_norm = nn.LayerNorm(dim, eps=1e-12, device=device)
         self.dropout = Dropout(config.dropout)
         self.mambas = nn.ModuleList(MambaBlock(dim, config, device) for _ in range(config.num_layers))
@@ -143,6 +146,11 @@ class Mamba4RecEncoder(SequenceEncoder):
         if not torch.fx._symbolic_trace.is_fx_symbolic_tracing():
             seq.check_lengths(lengths, self.max_len)
         x = self.dropout(self.input_norm(seq.padded_dense(embedded, lengths)))
+        if self.training and self.length_groups > 1:
+            return seq.run_grouped(self._layers, x, lengths, self.length_groups)
+        return self._layers(x)
+
+    def _layers(self, x: torch.Tensor) -> torch.Tensor:
         for i, (mamba, ffn) in enumerate(zip(self.mambas, self.ffns)):
             x = self.norms[2 * i](x + self.dropout(mamba(x)))
             x = self.norms[2 * i + 1](x + self.dropout(ffn(x)))

@@ -7,6 +7,8 @@ import torch
 from modules.batch import Batch
 from serving.inference import retriever_of, script
 from tests.modules.encoders.test_sasrec import N, chain, make_batch
+
+__all__ = ["N", "chain", "make_batch"]
 from tests.modules.factories import build
 
 VARYING = [chain(1, 9), chain(5, 2), chain(11, 5), chain(20, 12)]  # history lengths 8, 1, 4, 11

@@ -45,6 +45,12 @@ def test_learns_causal_padding_free_and_exports(kwargs) -> None:
     checks.check_export("mamba4rec", **kwargs)
 
 
+def test_length_groups_give_the_whole_batch_outputs() -> None:
+    batch = checks.make_batch(checks.VARYING + [checks.chain(3, 3)])
+    whole, grouped = (checks.model("mamba4rec", dropout=0.0, length_groups=g).train() for g in (1, 3))
+    torch.testing.assert_close(grouped.sequence_outputs(batch), whole.sequence_outputs(batch), rtol=1e-5, atol=1e-5)
+
+
 def test_meta_build_then_reset_initialises_the_ssm() -> None:
     net = build("mamba4rec", 10, max_len=8, dim=16, device="meta").to_empty(device="cpu")
     net.reset_parameters()
