@@ -77,6 +77,26 @@ class RetrievalExport:
     catalogue: torch.Tensor | None = None
 
 
+@dataclasses.dataclass
+class SideFeatures:
+    """Categorical side features of items (rows = item ids, row 0 padding) or users (rows = user_idx), as codes.
+
+    Args:
+        codes: per feature ``(R, M_f) int64`` codes, ``0`` = unknown / padding (multi-valued features use up to
+            ``M_f`` slots, single-valued ones one).
+        cardinality: per feature the number of codes including 0 (the embedding table size).
+
+    A data-derived build argument of models that use features (``@register(..., features=True)``).
+    """
+
+    codes: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    cardinality: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.codes)
+
+
 class Recommender(nn.Module, metaclass=abc.ABCMeta):
     """Base of every model; see the module docstring for the contract."""
 

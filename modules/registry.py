@@ -36,18 +36,22 @@ class ModelEntry:
             `ValueError` naming the ``model.<key>`` to change; data-derived sizes are NOT in it.
         build: ``(config, num_items, max_len, device) -> Recommender``.
         task: ``"retrieval"`` (next-item over the catalogue) or ``"ranking"`` (score given candidates).
+        features: the builder also takes ``item_features`` / ``user_features`` (`modules.contract.SideFeatures`).
     """
 
     name: str
     config: type
     build: Callable[..., Any]
     task: str = "retrieval"
+    features: bool = False
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register(name: str, config: type, task: str = "retrieval") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def register(
+    name: str, config: type, task: str = "retrieval", features: bool = False
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering ``build`` under ``name`` (a second registration of a name is an error)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -57,7 +61,7 @@ def register(name: str, config: type, task: str = "retrieval") -> Callable[[Call
     def decorate(build: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY and _REGISTRY[name].build is not build:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(name=name, config=config, build=build, task=task)
+        _REGISTRY[name] = ModelEntry(name=name, config=config, build=build, task=task, features=features)
         return build
 
     return decorate
@@ -92,10 +96,23 @@ def get(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
-def build(config: Any, num_items: int, max_len: int, device: torch.device | str | None = None) -> Any:
-    """Build the model ``config.name`` names for a catalogue of ``num_items`` and histories up to ``max_len``."""
+def build(
+    config: Any,
+    num_items: int,
+    max_len: int,
+    device: torch.device | str | None = None,
+    item_features: Any = None,
+    user_features: Any = None,
+) -> Any:
+    """Build the model ``config.name`` names for a catalogue of ``num_items`` and histories up to ``max_len``;
+    models registered with ``features=True`` also get the dataset's side features (empty when None)."""
     entry = get(config.name)
     if not isinstance(config, entry.config):
         raise TypeError(f"model {config.name!r} needs a {entry.config.__name__}, got {type(config).__name__}")
     config.validate()
-    return entry.build(config, num_items=num_items, max_len=max_len, device=device)
+    extra = {}
+    if entry.features:
+        from modules.contract import SideFeatures
+
+        extra = {"item_features": item_features or SideFeatures(), "user_features": user_features or SideFeatures()}
+    return entry.build(config, num_items=num_items, max_len=max_len, device=device, **extra)

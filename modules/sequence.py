@@ -19,6 +19,7 @@ table ``out_ec`` gets a KJT built inside forward).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -89,7 +90,9 @@ class SequenceRecommender(Recommender):
 
     Args:
         config: the model's `SequenceModelConfig` (subclass).
-        encoder: the `SequenceEncoder` built from ``config.encoder``.
+        encoder: the `SequenceEncoder` built from ``config.encoder``, or a function returning it; a function is
+            called after the item table is built, so a seeded initialisation draws the table first (the order
+            the golden losses, and the pre-registry SASRec, were recorded with).
         num_items: N; item ids are ``1..N``, 0 is padding.
         extra_rows: table rows after ``N`` for special tokens (e.g. BERT4Rec's mask, id ``N + 1``).
         device: where parameters are built; ``"meta"`` for `DistributedModelParallel` to materialise.
@@ -104,7 +107,7 @@ class SequenceRecommender(Recommender):
     def __init__(
         self,
         config: SequenceModelConfig,
-        encoder: SequenceEncoder,
+        encoder: SequenceEncoder | Callable[[], SequenceEncoder],
         num_items: int,
         extra_rows: int = 0,
         device: torch.device | str | None = None,
@@ -115,8 +118,8 @@ class SequenceRecommender(Recommender):
         self.out_ec = None
         if not config.tie_weights:
             self.out_ec = item_embedding_collection(num_items, config.dim, device, OUTPUT_FEATURES, "item_out_table")
-        self.encoder = encoder
-        self.query = LastPositionQuery(encoder)
+        self.encoder = encoder if isinstance(encoder, nn.Module) else encoder()
+        self.query = LastPositionQuery(self.encoder)
         self.objective = SequenceObjective(config.objective, num_items)
 
     @property

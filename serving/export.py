@@ -31,8 +31,9 @@ import torch
 from torch import nn
 
 from serving import quantize
+from serving.ann import ANN_KINDS, AnnConfig, build_index, recall_against_exact, write_index
 from serving.archive import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS
-from serving.inference import Retriever, retriever_of, save_compact, script
+from serving.inference import Retriever, TwoStage, retriever_of, save_compact, script
 from serving.service import ID_MAP_FILE, METADATA_FILE, MODEL_FILE
 from trainer.errors import ConfigError
 
@@ -69,6 +70,9 @@ class ExportConfig:
     prune_layers: tuple[str, ...] = ("linear",)
     evaluate: bool = True
     archive: bool = False
+    ann: str = "hnsw"  # ANN index over the item matrix (serving.ann): flat | hnsw | ivf | none
+    rerank: Path | None = None  # a second run re-ranking this one's top ``retrieve`` (retrieve-then-rank)
+    retrieve: int = 100
     batch_size: int = DEFAULT_BATCH_SIZE
     max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS
 
@@ -81,6 +85,10 @@ class ExportConfig:
         unknown = sorted(set(self.prune_layers) - set(quantize.PRUNE_LAYERS))
         if unknown:
             raise ConfigError(f"--prune-layers: unknown {unknown}; choose among {list(quantize.PRUNE_LAYERS)}")
+        if self.retrieve < 1:
+            raise ConfigError(f"--retrieve must be >= 1, got {self.retrieve}")
+        if self.ann not in (*ANN_KINDS, "none"):
+            raise ConfigError(f"--ann must be one of {', '.join((*ANN_KINDS, 'none'))}, got {self.ann!r}")
         if self.batch_size < 1 or self.max_batch_delay_ms < 0:
             raise ConfigError("--batch-size must be >= 1 and --max-batch-delay-ms >= 0")
 
@@ -118,7 +126,7 @@ def load_trained(run: str | Path, checkpoint: str | None = None) -> TrainedRun:
     manifest = read_manifest(cfg.data.path)
     if read_meta(ckpt).get("num_items", manifest.num_items) != manifest.num_items:
         raise ConfigError(f"{ckpt}: checkpoint and dataset {cfg.data.path} disagree on the number of items")
-    model = build_model(cfg.model, manifest.num_items, cfg.data.max_len, torch.device("cpu"))  # any registered model
+    model = build_model(cfg.model, manifest.num_items, cfg.data.max_len, torch.device("cpu"), cfg.data.path)
     state = {"model": model.state_dict()}
     try:
         dcp.load(state, checkpoint_id=str(ckpt), planner=DefaultLoadPlanner(allow_partial_load=True))
@@ -247,14 +255,17 @@ def export_retrieval(trained: TrainedRun, config: ExportConfig) -> dict[str, Any
     output = Path(config.output) if config.output else trained.run_dir / "export"
     if output.exists() and not config.overwrite:
         raise ConfigError(f"{output}: output folder already exists (pass --overwrite to replace it)")
-    fp32, _ = build_variant(trained.model, False, [])
-    groups, timings = _dense_choice(config, fp32, cfg.data.max_len)
-    int8_storage = config.quantize and config.dense != "fp32"
-    variant, sparsity = build_variant(
-        trained.model, config.quantize, groups, config.prune_sparsity, config.prune_layers,
-        int8_storage,
-    )
-    scripted, fp32_scripted = script(variant), script(fp32)
+    fp32, variant, compression = _compressed(trained.model, config, cfg.data.max_len)
+    served, served_fp32, two_stage = variant, fp32, None
+    if config.rerank is not None:
+        ranker = _ranker_of(config.rerank, trained)
+        ranker_fp32, ranker_variant, ranker_compression = _compressed(ranker.model, config, ranker.cfg.data.max_len)
+        served = TwoStage(variant, ranker_variant, config.retrieve).eval()
+        served_fp32 = TwoStage(fp32, ranker_fp32, config.retrieve).eval()
+        two_stage = {"ranker": {"run": str(ranker.run_dir), "checkpoint": str(ranker.checkpoint),
+                                "model": dataclasses.asdict(ranker.cfg.model), "compression": ranker_compression},
+                     "retrieve": config.retrieve}
+    scripted, fp32_scripted = script(served), script(served_fp32)
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "signature": "forward(history: int64 (T,), lengths: int64 (B,), k: int, exclude_seen: bool, "
@@ -263,30 +274,31 @@ def export_retrieval(trained: TrainedRun, config: ExportConfig) -> dict[str, Any
         "num_items": num_items,
         "max_len": cfg.data.max_len,
         "source": {"run": str(trained.run_dir), "checkpoint": str(trained.checkpoint), "dataset": cfg.data.path},
-        "compression": {
-            "tables": "int8 rowwise" if config.quantize else "fp32",
-            "dense_int8_groups": groups,
-            "dense_int8_stored_groups": quantize.stored_groups(groups) if int8_storage else [],
-            "positions": "int8 stored, fp32 compute" if int8_storage else "fp32",  # the encoder's embedding tables
-            "dense_timings_ms": timings,
-            "prune_sparsity": config.prune_sparsity,
-            "prune_layers": list(config.prune_layers) if config.prune_sparsity else [],
-            "sparsity_achieved": sparsity,
-        },
+        "compression": compression,
     }
+    if two_stage is not None:
+        meta["two_stage"] = two_stage
     from trainer.data.schema import atomic_output_dir
 
     with atomic_output_dir(output, overwrite=config.overwrite) as tmp:
         save_compact(scripted, tmp / MODEL_FILE)
         fp32_file = io.BytesIO()  # saved the same way, only for the size comparison
         save_compact(fp32_scripted, fp32_file)
-        meta["size"] = _sizes((tmp / MODEL_FILE).stat().st_size, fp32_file.getbuffer().nbytes, variant, fp32)
+        meta["size"] = _sizes((tmp / MODEL_FILE).stat().st_size, fp32_file.getbuffer().nbytes, served, served_fp32,
+                              variant, fp32)
         pair = {"fp32": fp32_scripted, "exported": scripted}
         timed = {b: paired_latency(pair, num_items, b, cfg.data.max_len, repeats=60 if b == 1 else 20) for b in (1, 32)}
         meta["latency"] = {name: {f"b{b}_l{cfg.data.max_len}": timed[b][name] for b in timed} for name in pair}
         meta["latency_threads"] = quantize.SERVING_THREADS  # as a serving worker runs it
+        if two_stage is not None:
+            stages = {"retrieval": script(variant), "two_stage": scripted}
+            meta["stage_latency"] = {name: {f"b1_l{cfg.data.max_len}": t} for name, t in paired_latency(
+                stages, num_items, 1, cfg.data.max_len, repeats=60).items()}
         if config.evaluate:
-            meta["metrics"] = _metrics(fp32, variant, cfg)
+            meta["metrics"] = (_metrics(fp32, variant, cfg) if two_stage is None else
+                               _two_stage_metrics(served_fp32, served, cfg))
+        if config.ann != "none":
+            meta["ann"] = _ann_index(fp32, cfg, tmp, AnnConfig(kind=config.ann))
         write_id_map(cfg.data.path, tmp, num_items)
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         if config.archive:
@@ -300,8 +312,50 @@ def export_retrieval(trained: TrainedRun, config: ExportConfig) -> dict[str, Any
     return meta
 
 
-def _sizes(file_bytes: int, fp32_file_bytes: int, variant: nn.Module, fp32: nn.Module) -> dict[str, float]:
-    tensor_bytes, fp32_tensor_bytes = quantize.tensor_bytes(variant), quantize.tensor_bytes(fp32)
+def _compressed(model: nn.Module, config: ExportConfig, max_len: int) -> tuple[Retriever, Retriever, dict]:
+    """``(fp32, exported, compression record)`` `Retriever`s of one trained model under ``config``."""
+    fp32, _ = build_variant(model, False, [])
+    groups, timings = _dense_choice(config, fp32, max_len)
+    int8_storage = config.quantize and config.dense != "fp32"
+    variant, sparsity = build_variant(
+        model, config.quantize, groups, config.prune_sparsity, config.prune_layers, int8_storage
+    )
+    compression = {
+        "tables": "int8 rowwise" if config.quantize else "fp32",
+        "dense_int8_groups": groups,
+        "dense_int8_stored_groups": quantize.stored_groups(groups) if int8_storage else [],
+        "positions": "int8 stored, fp32 compute" if int8_storage else "fp32",  # the encoder's embedding tables
+        "dense_timings_ms": timings,
+        "prune_sparsity": config.prune_sparsity,
+        "prune_layers": list(config.prune_layers) if config.prune_sparsity else [],
+        "sparsity_achieved": sparsity,
+    }
+    return fp32, variant, compression
+
+
+def _ranker_of(run: Path, first: TrainedRun) -> TrainedRun:
+    """The second stage's trained run; it must rank the first stage's catalogue (same dataset)."""
+    ranker = load_trained(run)
+    if Path(ranker.cfg.data.path).resolve() != Path(first.cfg.data.path).resolve():
+        raise ConfigError(f"--rerank {run}: trained on {ranker.cfg.data.path}, the retriever on "
+                          f"{first.cfg.data.path}; both stages need the same dataset")
+    return ranker
+
+
+def _two_stage_metrics(fp32: TwoStage, exported: TwoStage, cfg: Any) -> dict[str, Any]:
+    """Validation NDCG@10 of the two-stage list, fp32 vs exported, and each stage alone (fp32)."""
+    from trainer.evaluation.two_stage import evaluate_two_stage
+
+    base = evaluate_two_stage(fp32.retriever, fp32.ranker, cfg.data.path, "valid", fp32.retrieve)
+    got = evaluate_two_stage(exported.retriever, exported.ranker, cfg.data.path, "valid", exported.retrieve)
+    before, after = base["two_stage"]["ndcg@10"], got["two_stage"]["ndcg@10"]
+    return {"split": "valid", "fp32_ndcg@10": before, "exported_ndcg@10": after,
+            "relative_change": (after - before) / before if before else 0.0, "fp32_stages": base}
+
+
+def _sizes(file_bytes: int, fp32_file_bytes: int, served: nn.Module, served_fp32: nn.Module, variant: Retriever,
+           fp32: Retriever) -> dict[str, float]:
+    tensor_bytes, fp32_tensor_bytes = quantize.tensor_bytes(served), quantize.tensor_bytes(served_fp32)
     return {
         "file_bytes": file_bytes,
         "fp32_file_bytes": fp32_file_bytes,
@@ -311,6 +365,25 @@ def _sizes(file_bytes: int, fp32_file_bytes: int, variant: nn.Module, fp32: nn.M
         "tensor_ratio": fp32_tensor_bytes / tensor_bytes,
         "table_ratio": _rows_bytes(fp32) / _rows_bytes(variant),
     }
+
+
+def _ann_index(module: Retriever, cfg: Any, folder: Path, ann: AnnConfig, max_queries: int = 2000) -> dict:
+    """Build and save the ANN index over the fp32 item matrix; its recall against exact search on the query
+    vectors of up to ``max_queries`` validation users."""
+    from trainer.data.loader import LoaderConfig, build_loader
+
+    with torch.inference_mode():
+        one = torch.ones(1, dtype=torch.int64)
+        items = module.encode_and_catalogue(one, one, one)[1].numpy()
+        loader_cfg = LoaderConfig(kind="last", split="valid", batch_size=256, max_len=cfg.data.max_len, shuffle=False)
+        adapter, queries = _EvalAdapter(module), []
+        for batch in build_loader(cfg.data.path, loader_cfg):
+            queries.append(adapter.encode(batch))
+            if sum(len(q) for q in queries) >= max_queries:
+                break
+    index = build_index(items, ann)
+    quality = recall_against_exact(index, items, torch.cat(queries)[:max_queries].numpy(), ann.k)
+    return {"kind": ann.kind, "file": write_index(index, folder).name, "items": len(items), **quality}
 
 
 def _rows_bytes(module: Retriever) -> int:
@@ -348,6 +421,11 @@ def _summary(meta: dict[str, Any]) -> str:
         m = meta["metrics"]
         lines.append(f"  NDCG@10 (valid): fp32 {m['fp32_ndcg@10']:.4f}, exported {m['exported_ndcg@10']:.4f} "
                      f"({m['relative_change']:+.2%})")
+    if "ann" in meta:
+        a = meta["ann"]
+        recall = next(v for key, v in a.items() if key.startswith("recall@"))
+        lines.append(f"  ANN index ({a['kind']}, {a['file']}): recall@{min(100, a['items'])} vs exact {recall:.4f}, "
+                     f"{a['ann_ms_per_query']:.3f} vs {a['exact_ms_per_query']:.3f} ms per query")
     if "archive" in meta:
         lines.append(f"  archive: {meta['output']}/{Path(meta['archive']).name}")
     return "\n".join(lines)
@@ -368,6 +446,13 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--prune-layers", default="linear", help="comma-separated: linear,embedding")
     parser.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the NDCG comparison")
     parser.add_argument("--archive", action="store_true", help="also build a TorchServe .mar")
+    parser.add_argument("--rerank", type=Path, metavar="RANKER_RUN",
+                        help="serve retrieve-then-rank: this run retrieves --retrieve candidates, RANKER_RUN re-ranks "
+                        "them, in one model.pt with the same signature")
+    parser.add_argument("--retrieve", type=int, default=100, help="candidates handed to --rerank (default 100)")
+    parser.add_argument("--ann", choices=(*ANN_KINDS, "none"), default="hnsw",
+                        help="ANN index over the item matrix saved as items.faiss, its recall vs exact search "
+                        "recorded (default hnsw; none: skip)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="TorchServe server-side batch size (the default measured best here, docs/benchmarks.md)")
     parser.add_argument("--max-batch-delay-ms", type=int, default=DEFAULT_MAX_BATCH_DELAY_MS,
@@ -387,6 +472,9 @@ def run(args: Any) -> int:
         prune_layers=tuple(x.strip() for x in args.prune_layers.split(",") if x.strip()),
         evaluate=args.evaluate,
         archive=args.archive,
+        ann=args.ann,
+        rerank=args.rerank,
+        retrieve=args.retrieve,
         batch_size=args.batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
     )

@@ -127,6 +127,44 @@ class Retriever(nn.Module):
         return query, catalogue
 
 
+def two_stage_top_k(
+    retrieved: torch.Tensor, candidates: torch.Tensor, query: torch.Tensor, catalogue: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Re-rank each row's ``candidates (B, C)`` (item indices, ``-inf``-scored ones dropped last) by the ranker's
+    ``query (B, D) · catalogue[candidate]``; the top ``k`` as ``(scores, items)``."""
+    rows = catalogue[candidates - 1]  # (B, C, D)
+    scores = (rows * query[:, None, :]).sum(-1)
+    scores = scores.masked_fill(torch.isinf(retrieved), -math.inf)
+    best, index = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+    return best, torch.gather(candidates, 1, index)
+
+
+torch.fx.wrap("two_stage_top_k")
+
+
+class TwoStage(nn.Module):
+    """Retrieve-then-rank with the same signature as `Retriever`: the first stage's top ``retrieve`` items (seen
+    ones excluded when asked), re-scored by the second stage's own query module; ``k <= retrieve``.
+
+    Args:
+        retriever, ranker: `Retriever` modules (e.g. two towers, then a sequence model) over one catalogue.
+        retrieve: candidates handed from the first stage to the second.
+    """
+
+    def __init__(self, retriever: Retriever, ranker: Retriever, retrieve: int) -> None:
+        super().__init__()
+        self.retriever, self.ranker, self.retrieve = retriever, ranker, retrieve
+
+    def forward(
+        self, history: torch.Tensor, lengths: torch.Tensor, k: int, exclude_seen: bool,
+        timestamps: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        times = timestamps_or_zeros(timestamps, history)
+        retrieved, candidates = self.retriever(history, lengths, self.retrieve, exclude_seen, times)
+        query, catalogue = self.ranker.encode_and_catalogue(history, lengths, times)
+        return two_stage_top_k(retrieved, candidates, query, catalogue, k)
+
+
 def retriever_of(model: nn.Module) -> Retriever:
     """A `Retriever` of an unsharded retrieval model (`modules.contract.Recommender`), in eval mode; the query
     module is a copy, so compressing the retriever leaves the model as it was."""

@@ -64,7 +64,7 @@ class Trainer:
         self.manifest: Manifest = read_manifest(cfg.data.path)
         self.task = task_of(cfg.model)  # loader kinds, evaluator and selection metric of the model's task
         # built (on meta) before anything is written: data-dependent checks fail without a run folder
-        model = build_model(cfg.model, self.manifest.num_items, cfg.data.max_len, torch.device("meta"))
+        model = build_model(cfg.model, self.manifest.num_items, cfg.data.max_len, torch.device("meta"), cfg.data.path)
         self.run_dir = self._build_run_dir()
         self.loader = self._build_loader("train", self.task.train_kind, cfg.data.batch_size, shuffle=True)
         self.steps_per_epoch = math.ceil(self.loader.dataset.num_batches() / cfg.optim.accumulate)

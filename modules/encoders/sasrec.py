@@ -108,4 +108,7 @@ class SASRecEncoder(SequenceEncoder):
 @register("sasrec", SASRecConfig)
 def build(config: SASRecConfig, num_items: int, max_len: int, device=None) -> SequenceRecommender:
     """SASRec on one item table."""
-    return SequenceRecommender(config, SASRecEncoder(config.encoder, config.dim, max_len, device), num_items, device=device)
+    def encoder() -> SASRecEncoder:
+        return SASRecEncoder(config.encoder, config.dim, max_len, device)
+
+    return SequenceRecommender(config, encoder, num_items, device=device)

@@ -196,3 +196,26 @@ def test_paired_latency_interleaves_the_models_on_the_same_inputs() -> None:
     assert len({total for _, total in calls}) == 1  # every call sees the same histories
     for name in ("a", "b"):
         assert 0 < timed[name]["p50_ms"] <= timed[name]["p99_ms"]
+
+
+def test_export_builds_an_ann_index_with_its_recall_against_exact(exported: dict) -> None:
+    import faiss
+
+    ann = exported["ann"]
+    assert ann["kind"] == "hnsw" and ann["items"] == exported["num_items"]
+    assert 0.9 <= ann[f"recall@{min(100, ann['items'])}"] <= 1.0  # HNSW on a few hundred items is near exact
+    index = faiss.read_index(str(Path(exported["output"]) / ann["file"]))
+    assert index.ntotal == exported["num_items"]
+
+
+def test_ann_index_kinds_rank_like_exact_search() -> None:
+    import numpy as np
+
+    from serving.ann import AnnConfig, build_index, recall_against_exact
+
+    items = np.random.default_rng(0).standard_normal((2000, 16)).astype(np.float32)
+    queries = np.random.default_rng(1).standard_normal((50, 16)).astype(np.float32)
+    for kind in ("flat", "hnsw", "ivf"):
+        index = build_index(items, AnnConfig(kind=kind, nprobe=64))
+        recall = recall_against_exact(index, items, queries, 10)["recall@10"]
+        assert recall == 1.0 if kind == "flat" else recall > 0.8, (kind, recall)

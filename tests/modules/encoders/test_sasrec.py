@@ -128,7 +128,7 @@ def test_learns_next_item_pattern(loss: str) -> None:
         optimizer.zero_grad()
         value.backward()
         optimizer.step()
-        history.append(float(value))
+        history.append(value.item())
     assert sum(history[-5:]) < 0.5 * sum(history[:5])
     net.eval()
     users = [chain(start, 2 + start % 11) for start in range(1, N + 1)]  # histories of length 1..11
@@ -203,7 +203,7 @@ def test_meta_build_then_to_empty_and_reset() -> None:
     assert all(torch.isfinite(p).all() for p in net.parameters())
     layer_norm = net.encoder.final_norm
     assert torch.all(layer_norm.weight == 1) and torch.all(layer_norm.bias == 0)
-    assert 0.01 < float(net.encoder.positions.weight.std()) < 0.03  # position_init_std=0.02, not N(0, 1)
+    assert 0.01 < net.encoder.positions.weight.std().item() < 0.03  # position_init_std=0.02, not N(0, 1)
     value, _ = net(make_batch(VARYING))
     assert torch.isfinite(value)
 
