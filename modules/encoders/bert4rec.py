@@ -16,9 +16,10 @@ import dataclasses
 import torch
 from torch import nn
 
+from modules import cloze  # cloze.cloze_inputs by module attribute: FX sees its torch.fx.wrap
 from modules import sequence as seq  # helpers by module attribute: FX sees their torch.fx.wrap
 from modules.attention import BACKENDS
-from modules.cloze import ClozeLoss, MaskedLastQuery, cloze_inputs, masked_last
+from modules.cloze import ClozeLoss, MaskedLastQuery, masked_last
 from modules.contract import RetrievalExport, SequenceEncoder
 from modules.dropout import Dropout
 from modules.embeddings import lookup
@@ -116,11 +117,11 @@ class BERT4Rec(SequenceRecommender):
         self.cloze_loss = ClozeLoss(config.objective.softmax_chunk, config.objective.temperature)
 
     def forward(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        cloze = cloze_inputs(batch.sparse, self.mask_id, self.config.encoder.mask_prob, self.num_items)
-        embeddings = lookup(self.item_ec, cloze[0])
+        inputs = cloze.cloze_inputs(batch.sparse, self.mask_id, self.config.encoder.mask_prob, self.num_items)
+        embeddings = lookup(self.item_ec, inputs[0])
         history = embeddings["history"]
         hidden = self.encoder(history.values(), history.lengths(), batch.timestamps)
-        return self.cloze_loss(hidden, history, cloze[1], cloze[2], embeddings["negatives"].values())
+        return self.cloze_loss(hidden, history, inputs[1], inputs[2], embeddings["negatives"].values())
 
     def encode(self, batch) -> torch.Tensor:
         """The output at a ``[MASK]`` appended to the looked-up history (the mask row read from the live table)."""
