@@ -26,6 +26,7 @@ from modules.embeddings import lookup
 from modules.registry import register
 from modules.sequence import PositionTable, SequenceModelConfig, SequenceRecommender
 from modules.transformer import TransformerBlock
+from modules.validation import check, check_heads
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -50,18 +51,12 @@ class BERT4RecEncoderConfig:
 
     def validate(self, dim: int) -> None:
         """Raise `ValueError` naming the ``model.encoder.<key>`` to change."""
-        for key in ("num_blocks", "num_heads", "ffn_mult"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"model.encoder.{key} must be >= 1, got {getattr(self, key)}")
-        if dim % self.num_heads:
-            raise ValueError(f"model.dim={dim} must be divisible by model.encoder.num_heads={self.num_heads}")
-        for key, lo, hi in (("dropout", 0.0, 1.0), ("mask_prob", 1e-9, 1.0)):
-            if not lo <= getattr(self, key) < hi:
-                raise ValueError(f"model.encoder.{key} must be in [{lo:g}, 1), got {getattr(self, key)}")
+        check_heads(dim, self.num_heads)
+        check(self, at_least_1=("num_blocks", "ffn_mult"), fractions=("dropout",), positive=("mask_prob", "position_init_std"))
+        if self.mask_prob >= 1.0:
+            raise ValueError(f"model.encoder.mask_prob must be < 1, got {self.mask_prob}")
         if self.attn_backend not in BACKENDS:
             raise ValueError(f"model.encoder.attn_backend must be one of {BACKENDS}, got {self.attn_backend!r}")
-        if self.position_init_std <= 0.0:
-            raise ValueError(f"model.encoder.position_init_std must be > 0, got {self.position_init_std}")
 
 
 @dataclasses.dataclass(kw_only=True)

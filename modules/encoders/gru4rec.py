@@ -18,6 +18,7 @@ from modules.contract import SequenceEncoder
 from modules.dropout import Dropout
 from modules.registry import register
 from modules.sequence import SequenceModelConfig, SequenceRecommender
+from modules.validation import check
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -36,12 +37,7 @@ class GRU4RecEncoderConfig:
 
     def validate(self, dim: int) -> None:
         """Raise `ValueError` naming the ``model.encoder.<key>`` to change."""
-        if self.num_layers < 1:
-            raise ValueError(f"model.encoder.num_layers must be >= 1, got {self.num_layers}")
-        if self.hidden < 0:
-            raise ValueError(f"model.encoder.hidden must be >= 0 (0: model.dim), got {self.hidden}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.encoder.dropout must be in [0, 1), got {self.dropout}")
+        check(self, at_least_1=("num_layers",), non_negative=("hidden",), fractions=("dropout",))
 
 
 @dataclasses.dataclass(kw_only=True)

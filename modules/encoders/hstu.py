@@ -29,6 +29,7 @@ from modules.contract import SequenceEncoder
 from modules.dropout import Dropout
 from modules.registry import register
 from modules.sequence import PositionTable, SequenceModelConfig, SequenceRecommender
+from modules.validation import check, check_heads
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -55,17 +56,9 @@ class HSTUEncoderConfig:
 
     def validate(self, dim: int) -> None:
         """Raise `ValueError` naming the ``model.encoder.<key>`` to change."""
-        for key in ("num_blocks", "num_heads", "time_buckets"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"model.encoder.{key} must be >= 1, got {getattr(self, key)}")
-        if dim % self.num_heads or self.attn_dim < 0:
-            raise ValueError(f"model.dim={dim} must be divisible by model.encoder.num_heads={self.num_heads} "
-                             f"and model.encoder.attn_dim >= 0 (got {self.attn_dim})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.encoder.dropout must be in [0, 1), got {self.dropout}")
-        for key in ("time_bucket_log", "position_init_std"):
-            if getattr(self, key) <= 0.0:
-                raise ValueError(f"model.encoder.{key} must be > 0, got {getattr(self, key)}")
+        check_heads(dim, self.num_heads)
+        check(self, at_least_1=("num_blocks", "time_buckets"), non_negative=("attn_dim",), fractions=("dropout",),
+              positive=("time_bucket_log", "position_init_std"))
 
 
 @dataclasses.dataclass(kw_only=True)

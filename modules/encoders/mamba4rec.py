@@ -7,10 +7,8 @@ state n::
 
     h_t = exp(dt_t A) * h_{t-1} + dt_t B_t x_t,   y_t = C_t h_t + D x_t,   out = out_proj(y * SiLU(z))
 
-`selective_scan` runs it in chunks of ``scan_chunk`` steps: inside a chunk every step at once from cumulative
-log-decays (``h_t = e^{c_t} (h_0 + sum_s e^{-c_s} u_s)``), chunk to chunk sequentially. Each step's log-decay is
-clamped at ``-LOG_DECAY_FLOOR`` (a decay below e^-8 per step is already forgetting) so ``e^{-c}`` stays finite in
-fp32. Causal: right padding never reaches a real position. No position table: the recurrence orders the items.
+The recurrence runs in `modules.ssm.selective_scan` (chunks of ``scan_chunk`` steps). Causal: right padding never
+reaches a real position. No position table: the recurrence orders the items.
 """
 
 from __future__ import annotations
@@ -23,12 +21,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from modules import sequence as seq  # helpers by module attribute: FX sees their torch.fx.wrap
+from modules import ssm
 from modules.contract import SequenceEncoder
 from modules.dropout import Dropout
 from modules.registry import register
 from modules.sequence import SequenceModelConfig, SequenceRecommender
-
-LOG_DECAY_FLOOR = 8.0
+from modules.validation import check
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -53,13 +51,10 @@ class Mamba4RecEncoderConfig:
 
     def validate(self, dim: int) -> None:
         """Raise `ValueError` naming the ``model.encoder.<key>`` to change."""
-        for key in ("num_layers", "state", "expand", "conv", "scan_chunk", "length_groups"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"model.encoder.{key} must be >= 1, got {getattr(self, key)}")
+        check(self, at_least_1=("num_layers", "state", "expand", "conv", "scan_chunk", "length_groups"),
+              fractions=("dropout",))
         if self.scan_chunk > 8:
-            raise ValueError(f"model.encoder.scan_chunk must be <= 8 (fp32 range of e^(8 * chunk)), got {self.scan_chunk}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.encoder.dropout must be in [0, 1), got {self.dropout}")
+            raise ValueError(f"model.encoder.scan_chunk must be <= 8 (modules.ssm.MAX_CHUNK: fp32 range), got {self.scan_chunk}")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -68,26 +63,6 @@ class Mamba4RecConfig(SequenceModelConfig):
 
     name: str = "mamba4rec"
     encoder: Mamba4RecEncoderConfig = dataclasses.field(default_factory=Mamba4RecEncoderConfig)
-
-
-def selective_scan(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
-                   chunk: int) -> torch.Tensor:
-    """``y (B, L, E)`` of ``h_t = exp(dt_t a) h_{t-1} + dt_t b_t x_t``, ``y_t = c_t · h_t`` (``h_0 = 0``) for
-    ``x, dt: (B, L, E)``, ``a: (E, N)`` (< 0), ``b, c: (B, L, N)``; ``chunk`` steps at a time (module docstring)."""
-    h = x.new_zeros(x.shape[0], x.shape[2], a.shape[1])
-    outputs = []
-    for start in range(0, x.shape[1], chunk):
-        end = min(start + chunk, x.shape[1])
-        step = dt[:, start:end, :, None]
-        decay = torch.cumsum((step * a).clamp(min=-8.0), dim=1)  # (B, c, E, N); -LOG_DECAY_FLOOR (TorchScript)
-        inputs = step * b[:, start:end, None, :] * x[:, start:end, :, None]
-        states = torch.exp(decay) * (h[:, None] + torch.cumsum(torch.exp(-decay) * inputs, dim=1))
-        outputs.append(torch.einsum("bcen,bcn->bce", states, c[:, start:end]))
-        h = states[:, -1]
-    return torch.cat(outputs, dim=1)
-
-
-torch.fx.wrap("selective_scan")
 
 
 class MambaBlock(nn.Module):
@@ -120,7 +95,7 @@ class MambaBlock(nn.Module):
         stream = F.silu(self.conv(stream.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2))
         dt, b, c = torch.split(self.x_proj(stream), [self.rank, self.state, self.state], dim=-1)
         dt = F.softplus(self.dt_proj(dt) + self.dt_bias)
-        y = selective_scan(stream, dt, -torch.exp(self.a_log), b, c, self.chunk) + stream * self.skip
+        y = ssm.selective_scan(stream, dt, -torch.exp(self.a_log), b, c, self.chunk) + stream * self.skip
         return self.out_proj(y * F.silu(gate))
 
 

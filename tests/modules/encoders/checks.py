@@ -40,7 +40,7 @@ def trains(name: str, steps: int = 30, **kwargs) -> list[float]:
         optimizer.zero_grad()
         value.backward()
         optimizer.step()
-        curve.append(float(value))
+        curve.append(value.detach().item())
     return curve
 
 
