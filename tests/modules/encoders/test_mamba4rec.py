@@ -28,7 +28,7 @@ def test_meta_build_then_reset_initialises_the_ssm() -> None:
     net.reset_parameters()
     block = net.encoder.mambas[0]
     torch.testing.assert_close(-torch.exp(block.a_log[0]), -torch.arange(1.0, 17.0))
-    dt = torch.nn.functional.softplus(block.dt_bias)
+    dt = torch.nn.functional.softplus(block.dt_bias.detach())
     assert torch.all(block.skip == 1) and 1e-3 <= float(dt.min()) and float(dt.max()) <= 0.1 + 1e-6
 
 
