@@ -27,6 +27,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from modules.batch import Batch
 from modules.contract import LoaderNeeds, Recommender, RetrievalExport, SequenceEncoder
+from modules.contrastive import ContrastiveRegularizer
 from modules.embeddings import (
     ITEM_FEATURES,
     ids_to_kjt,
@@ -121,6 +122,8 @@ class SequenceRecommender(Recommender):
         self.encoder = encoder if isinstance(encoder, nn.Module) else encoder()
         self.query = LastPositionQuery(self.encoder)
         self.objective = SequenceObjective(config.objective, num_items)
+        weight = config.objective.contrastive_weight
+        self.contrastive = ContrastiveRegularizer(weight, config.objective.contrastive_temperature) if weight else None
 
     @property
     def pipelined_lookup(self) -> bool:
@@ -147,7 +150,11 @@ class SequenceRecommender(Recommender):
         embeddings, outputs = self.lookup_batch(batch)
         history = embeddings["history"]
         hidden = self.encoder(history.values(), history.lengths(), batch.timestamps)
-        return self.objective(batch, hidden, embeddings, outputs)
+        loss, logs = self.objective(batch, hidden, embeddings, outputs)
+        if self.contrastive is not None and self.training:  # a second view: the same history, other dropout masks
+            second = self.encoder(history.values(), history.lengths(), batch.timestamps)
+            return self.contrastive(loss, logs, hidden, second, history.lengths())
+        return loss, logs
 
     def sequence_outputs(self, batch: Batch) -> torch.Tensor:
         """Representation after every history position, jagged ``(sum_i L_i, D)`` in ``history`` order."""
