@@ -50,6 +50,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from trainer.data import sampling
+from trainer.data.augment import Augmentation, augment_block
 from modules.batch import KINDS, Batch
 from trainer.data.schema import ACTIONS_FIELD, SEQUENCE_SCHEMA, SEQUENCES, read_manifest
 from trainer.errors import ConfigError, DataError
@@ -79,6 +80,7 @@ class LoaderConfig:
         num_workers: DataLoader worker processes; the dataset plans its shards for exactly this many.
         even_batches: every rank yields the same number of batches (needed for distributed training).
         timestamps: fill ``Batch.timestamps`` from the ``timestamps`` column, aligned with the history.
+        augment: sequence augmentations of causal examples (`trainer.data.augment`); none by default.
     """
 
     batch_size: int = 256
@@ -96,6 +98,7 @@ class LoaderConfig:
     num_workers: int = 0
     even_batches: bool = True
     timestamps: bool = False
+    augment: Augmentation = dataclasses.field(default_factory=Augmentation)
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "max_len", "bucket_batches", "num_negatives", "ranker_negatives"):
@@ -110,6 +113,8 @@ class LoaderConfig:
                 raise ConfigError(f"loader.{key} must be one of {allowed}, got {getattr(self, key)!r}")
         if self.kind == "causal" and self.split != "train":
             raise ConfigError(f"loader.kind='causal' needs split='train' (got {self.split!r}); use kind='last'")
+        if self.augment.ops and self.kind != "causal":
+            raise ConfigError(f"data.augment applies to causal training examples only (loader kind {self.kind!r})")
         if self.kind == "ranker" and self.negatives not in ("uniform", "popularity"):
             raise ConfigError("loader.kind='ranker' samples its negative candidates: set loader.negatives to "
                               f"'uniform' or 'popularity' (got {self.negatives!r})")
@@ -373,6 +378,7 @@ class SequenceDataset(IterableDataset):
         self.has_actions = ACTIONS_FIELD.name in pq.read_schema(self.path).names
         self._aligned_columns = ["actions"] * self.has_actions + ["timestamps"] * config.timestamps
         self.sampler = sampling.build_sampler(config.negatives, folder, manifest.num_items, config.popularity_alpha)
+        self.num_items = manifest.num_items
         self.epoch = 0
         self._iter_epoch: int | None = None
         self._yielded = 0
@@ -531,6 +537,10 @@ class SequenceDataset(IterableDataset):
         rng = sampling.batch_rng(self.config.seed, epoch, self.rank, worker, sampling.STREAM_NEGATIVES, index)
         if self.config.kind == "ranker":
             return self._ranker_batch(block, rng)
+        if self.config.augment.ops:
+            augment_rng = sampling.batch_rng(self.config.seed, epoch, self.rank, worker, sampling.STREAM_AUGMENT, index)
+            block = _Block(block.user, *augment_block(block.hist, block.hist_off, block.tgt, block.tgt_off, block.aligned,
+                                                      self.config.augment, self.num_items, augment_rng))
         negatives, negative_logq, target_logq = np.empty(0, dtype=np.int64), _no_floats(), _no_floats()
         if self.sampler is not None:
             negatives, negative_logq = self.sampler.sample(len(block) * self.config.num_negatives, rng)
