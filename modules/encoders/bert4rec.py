@@ -68,8 +68,9 @@ class BERT4RecConfig(SequenceModelConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.objective.loss != "softmax" or not self.tie_weights:
-            raise ValueError("model.name=bert4rec trains with model.objective.loss=softmax and model.tie_weights=true")
+        if self.objective.loss != "softmax" or not self.tie_weights or self.objective.contrastive_weight:
+            raise ValueError("model.name=bert4rec trains with model.objective.loss=softmax, model.tie_weights=true "
+                             "and no contrastive term (model.objective.contrastive_weight=0)")
 
 
 class BERT4RecEncoder(SequenceEncoder):

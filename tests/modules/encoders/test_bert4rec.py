@@ -34,7 +34,8 @@ def test_mask_row_is_an_extra_row_outside_the_catalogue() -> None:
 
 @pytest.mark.parametrize(("bad", "match"), [({"mask_prob": 0.0}, "mask_prob"), ({"mask_prob": 1.0}, "mask_prob"),
                                             ({"ffn_mult": 0}, "ffn_mult"), ({"loss": "bce"}, "softmax"),
-                                            ({"tie_weights": False}, "tie_weights"), ({"num_heads": 3}, "divisible")])
+                                            ({"tie_weights": False}, "tie_weights"),
+                                            ({"contrastive_weight": 0.1}, "contrastive"), ({"num_heads": 3}, "divisible")])
 def test_bad_config_names_the_key(bad, match) -> None:
     with pytest.raises(ValueError, match=match):
         build("bert4rec", 10, max_len=8, dim=16, **bad)
