@@ -7,7 +7,8 @@ Any server adapter (the TorchServe handler in `serving.handler`, a test, a scrip
     answers = service.recommend(parsed)                         # one dict per request
 
 A request body is JSON ``{"history": [raw item ids, oldest first], "k": 10, "exclude_seen": true}`` (``k`` and
-``exclude_seen`` optional). Raw ids may be strings or integers (matched by their string form). Unknown ids are
+``exclude_seen`` optional; ``"timestamps": [event times, one per history item]`` optional, read by models with a
+time input such as HSTU, zeros when absent). Raw ids may be strings or integers (matched by their string form). Unknown ids are
 dropped and listed in ``unknown``; a request with no known item left gets the most popular items
 (``fallback: true``). Loading reads TorchScript and JSON only: no pickles.
 """
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 MODEL_FILE, ID_MAP_FILE, METADATA_FILE = "model.pt", "id_map.json", "metadata.json"
-FIELDS = ("history", "k", "exclude_seen")
+FIELDS = ("history", "k", "exclude_seen", "timestamps")
 
 
 class RequestError(ValueError):
@@ -48,6 +49,7 @@ class Request:
     unknown: list[str]
     k: int
     exclude_seen: bool
+    times: list[int] = dataclasses.field(default_factory=list)  # one per known item, or empty
 
 
 class Recommender:
@@ -120,10 +122,10 @@ class Recommender:
             raise RequestError(f"'k' must be in [1, {self.max_k}], got {k}")
         if not isinstance(exclude_seen, bool):
             raise RequestError(f"'exclude_seen' must be true or false, got {type(exclude_seen).__name__}")
-        items, unknown = self._history(body.get("history"))
-        return Request(items=items, unknown=unknown, k=k, exclude_seen=exclude_seen)
+        items, unknown, times = self._history(body.get("history"), body.get("timestamps"))
+        return Request(items=items, unknown=unknown, k=k, exclude_seen=exclude_seen, times=times)
 
-    def _history(self, history: Any) -> tuple[list[int], list[str]]:
+    def _history(self, history: Any, times: Any) -> tuple[list[int], list[str], list[int]]:
         if not isinstance(history, list):
             raise RequestError(f"'history' must be a list of item ids, got {type(history).__name__}")
         if len(history) > self.limits.max_history:
@@ -131,9 +133,13 @@ class Recommender:
         bad = next((x for x in history if not isinstance(x, str | int) or isinstance(x, bool)), None)
         if bad is not None:
             raise RequestError(f"'history' items must be strings or integers, got {type(bad).__name__}")
+        if times is not None and (not isinstance(times, list) or len(times) != len(history)
+                                  or any(not isinstance(t, int) or isinstance(t, bool) for t in times)):
+            raise RequestError(f"'timestamps' must be a list of {len(history)} integers, one per history item")
         raw = [str(x) for x in history]
         found = [self.index.get(x, 0) for x in raw]
-        return [i for i in found if i], [x for x, i in zip(raw, found) if not i]
+        kept = [t for t, i in zip(times, found) if i] if times is not None else []
+        return [i for i in found if i], [x for x, i in zip(raw, found) if not i], kept
 
     def recommend(self, requests: list[Request]) -> list[dict[str, Any]]:
         """One answer per request: ``{"items", "scores", "unknown", "fallback"}`` (model calls batched)."""
@@ -152,8 +158,13 @@ class Recommender:
         lengths = torch.tensor([len(requests[i].items) for i in group], dtype=torch.int64)
         history = torch.tensor([x for i in group for x in requests[i].items], dtype=torch.int64)
         k = max(requests[i].k for i in group)
+        timed = any(requests[i].times for i in group)
+        times = [t for i in group for t in (requests[i].times or [0] * len(requests[i].items))]
         with torch.inference_mode():
-            scores, items = self.model(history, lengths, k, exclude)
+            if timed:
+                scores, items = self.model(history, lengths, k, exclude, torch.tensor(times, dtype=torch.int64))
+            else:
+                scores, items = self.model(history, lengths, k, exclude)
         scores, items = scores.numpy(), items.numpy()
         for row, i in enumerate(group):
             top = scores[row, : requests[i].k]
