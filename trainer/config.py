@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from modules import registry
 from trainer.errors import ConfigError
+from trainer.phases import PhaseConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 WINDOWS = ("last", "random")  # = trainer.data.loader.WINDOWS (not imported: that module pulls in torch)
@@ -107,6 +108,10 @@ class TrainerConfig:
     init_from: str | None = None  # run folder or checkpoint to fine-tune from (weights only)
     progress: bool = True
     test_at_end: bool = True
+    # intra-op threads per process; 0: OMP_NUM_THREADS if set, else cores / max(local ranks, training processes)
+    threads: int = 0
+    # multi-phase training (trainer.phases): phases run one after another, each from the weights the last ended with
+    phases: list[PhaseConfig] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -246,6 +251,7 @@ def validate(cfg: TrainConfig) -> None:
         ),
         (d.window in WINDOWS, f"data.window={d.window!r} is unknown; choose one of {', '.join(WINDOWS)}"),
         (t.eval_split in ("valid", "test"), "trainer.eval_split must be valid or test"),
+        (t.threads >= 0, f"trainer.threads must be >= 0 (0: fit the machine), got {t.threads}"),
         (not (t.resume and t.init_from), "trainer.resume and trainer.init_from exclude each other; set one"),
         (
             all(k >= 1 for k in e.ks) and 10 in e.ks,
@@ -255,3 +261,7 @@ def validate(cfg: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    if t.phases:  # every phase's own config is checked now, before anything is written
+        from trainer.phases import phase_configs
+
+        phase_configs(cfg)

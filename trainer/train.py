@@ -52,6 +52,7 @@ from trainer.errors import ConfigError, SeqrecError
 from trainer.logs import setup_logging
 from trainer.model_factory import build_model
 from trainer.tasks import task_of
+from trainer.threads import configure_threads
 
 log = logging.getLogger("seqrec.train")
 
@@ -186,7 +187,8 @@ class Trainer:
                     opt.init_state()
 
     def _meta_expect(self) -> dict[str, Any]:
-        return {"model": self.cfg.model.name, "num_items": self.manifest.num_items, "dim": getattr(self.cfg.model, "dim", None)}
+        dim = getattr(self.cfg.model, "dim", None)
+        return {"model": self.cfg.model.name, "num_items": self.manifest.num_items, "dim": dim}
 
     # ---------------------------------------------------------------------------------------------- the loop
     def _forward(self, batch: Batch | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -440,8 +442,16 @@ def _fmt(metrics: dict[str, float]) -> str:
 
 
 def run_training(cfg: TrainConfig) -> dict[str, Any]:
-    """Join the process group, train, and leave it; the function every entry point calls."""
+    """Join the process group, train, and leave it; the function every entry point calls (``trainer.phases``:
+    once per phase, `trainer.phases.run_phases`)."""
+    if cfg.trainer.phases:
+        from trainer.phases import run_phases
+
+        return run_phases(cfg, run_training)
     env = init_distributed()
+    threads = configure_threads(cfg.trainer.threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if env.is_main:
+        log.info("%d intra-op thread(s) per process", threads)
     try:
         return Trainer(cfg, env).train()
     finally:

@@ -37,3 +37,4 @@ def test_trains_on_two_ranks_and_evaluates_on_one(name: str, tiny_dataset: Path,
     assert seqrec(["evaluate", str(run), "--split", "test"]) == 0
     again = json.loads((run / "eval_test.json").read_text())
     assert again["ndcg@10"] == pytest.approx(metrics["test"]["ndcg@10"], abs=1e-6)
+
