@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from serving.drift import PROFILE_FILE
 from serving.service import ID_MAP_FILE, METADATA_FILE, MODEL_FILE
 from trainer.errors import ConfigError
 
@@ -38,10 +39,13 @@ def build_archive(
     max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS,
     name: str = MODEL_NAME,
     version: str = "1.0",
+    handler: Path = HANDLER,
+    extra_files: tuple[str, ...] = (),
 ) -> Path:
-    """Write ``<output_dir>/<name>.mar`` from an export folder; returns its path."""
+    """Write ``<output_dir>/<name>.mar`` from an export folder; returns its path. ``handler`` and
+    ``extra_files`` (names in the export folder) let another task archive its own handler and files."""
     export_dir, output_dir = Path(export_dir), Path(output_dir)
-    missing = [f for f in (MODEL_FILE, ID_MAP_FILE, METADATA_FILE) if not (export_dir / f).is_file()]
+    missing = [f for f in (MODEL_FILE, ID_MAP_FILE, METADATA_FILE, *extra_files) if not (export_dir / f).is_file()]
     if missing:
         raise ConfigError(f"{export_dir}: not an export folder (missing {missing}); run `seqrec export` first")
     config = export_dir / "model-config.yaml"
@@ -52,8 +56,9 @@ def build_archive(
         "--model-name", name,
         "--version", version,
         "--serialized-file", str(export_dir / MODEL_FILE),
-        "--handler", str(HANDLER),
-        "--extra-files", ",".join(str(export_dir / f) for f in (ID_MAP_FILE, METADATA_FILE)),
+        "--handler", str(handler),
+        "--extra-files", ",".join(str(export_dir / f) for f in (ID_MAP_FILE, METADATA_FILE, *extra_files, PROFILE_FILE)
+                                  if (export_dir / f).is_file()),
         "--config-file", str(config),
         "--export-path", str(output_dir),
         "--force",

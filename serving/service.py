@@ -7,9 +7,10 @@ Any server adapter (the TorchServe handler in `serving.handler`, a test, a scrip
     answers = service.recommend(parsed)                         # one dict per request
 
 A request body is JSON ``{"history": [raw item ids, oldest first], "k": 10, "exclude_seen": true,
-"popularity_penalty": 0.5}`` (all but ``history`` optional; a penalty > 0 re-ranks the model's top 100 against
-popularity, ``"diversity": 0.5`` by MMR over the artefact's item embeddings, `modules.rerank`, as
-``eval.bias_rerank=popularity|mmr`` does in evaluation). Raw ids may be strings or integers (matched by their string form). Unknown ids are
+"popularity_penalty": 0.5, "explain": false}`` (all but ``history`` optional; a penalty > 0 re-ranks the model's
+top 100 against popularity, ``"diversity": 0.5`` by MMR over the artefact's item embeddings, `modules.rerank`, as
+``eval.bias_rerank=popularity|mmr`` does in evaluation; ``explain``: `serving.explain`). Raw ids may be strings or
+integers (matched by their string form). Unknown ids are
 dropped and listed in ``unknown``; a request with no known item left gets the most popular items
 (``fallback: true``). Loading reads TorchScript and JSON only: no pickles.
 """
@@ -25,8 +26,10 @@ import fbgemm_gpu  # noqa: F401  (the TorchScript artefact calls fbgemm ops)
 import numpy as np
 import torch
 
+from serving.explain import add_explanations
+
 MODEL_FILE, ID_MAP_FILE, METADATA_FILE = "model.pt", "id_map.json", "metadata.json"
-FIELDS = ("history", "k", "exclude_seen", "popularity_penalty", "diversity", "timestamps")
+FIELDS = ("history", "k", "exclude_seen", "popularity_penalty", "diversity", "explain", "timestamps")
 RERANK_CANDIDATES = 100  # candidates the popularity penalty re-ranks (modules.rerank), clipped to the catalogue
 
 
@@ -53,7 +56,26 @@ class Request:
     exclude_seen: bool
     popularity_penalty: float = 0.0
     diversity: float = 0.0
+    explain: bool = False  # answer with the history items that drove each recommendation (serving.explain)
     times: list[int] = dataclasses.field(default_factory=list)  # one per known item, or empty
+
+
+def decode_body(body: Any, max_bytes: int) -> dict[str, Any]:
+    """A request body (bytes, str or an already decoded dict) as a JSON object; `RequestError` otherwise."""
+    if body is None or body == b"":
+        raise RequestError("empty request body; send a JSON object with Content-Type: application/json")
+    if isinstance(body, bytes | bytearray):
+        if len(body) > max_bytes:
+            raise RequestError(f"request body is {len(body)} bytes; the limit is {max_bytes}")
+        body = body.decode("utf-8", errors="replace")
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise RequestError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(body, dict):
+        raise RequestError(f"request must be a JSON object, got {type(body).__name__}")
+    return body
 
 
 class Recommender:
@@ -78,6 +100,7 @@ class Recommender:
         self._item_rows: torch.Tensor | None = None  # (N + 1, D) for MMR, read from the artefact on first use
         self.limits = limits or Limits()
         self.max_k = min(self.limits.max_k, len(raw_ids))
+        self.drift: Any = None  # serving.drift.DriftStats, when attached: every answered batch is counted
 
     @classmethod
     def load(cls, folder: str | Path, limits: Limits | None = None) -> Recommender:
@@ -105,19 +128,7 @@ class Recommender:
 
     def parse(self, body: Any) -> Request:
         """Validate one request body (bytes, str or an already decoded dict); `RequestError` says what is wrong."""
-        if body is None or body == b"":
-            raise RequestError("empty request body; send a JSON object with Content-Type: application/json")
-        if isinstance(body, bytes | bytearray):
-            if len(body) > self.limits.max_body_bytes:
-                raise RequestError(f"request body is {len(body)} bytes; the limit is {self.limits.max_body_bytes}")
-            body = body.decode("utf-8", errors="replace")
-        if isinstance(body, str):
-            try:
-                body = json.loads(body)
-            except json.JSONDecodeError as exc:
-                raise RequestError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-        if not isinstance(body, dict):
-            raise RequestError(f"request must be a JSON object, got {type(body).__name__}")
+        body = decode_body(body, self.limits.max_body_bytes)
         extra = sorted(set(body) - set(FIELDS))
         if extra:
             raise RequestError(f"unknown fields {extra}; allowed: {list(FIELDS)}")
@@ -138,9 +149,12 @@ class Recommender:
             raise RequestError("send 'popularity_penalty' or 'diversity', not both")
         if diversity and self.item_rows() is None:
             raise RequestError("'diversity' needs item embeddings, which this artefact does not expose")
+        explain = body.get("explain", False)
+        if not isinstance(explain, bool):
+            raise RequestError(f"'explain' must be true or false, got {type(explain).__name__}")
         items, unknown, times = self._history(body.get("history"), body.get("timestamps"))
         return Request(items=items, unknown=unknown, k=k, exclude_seen=exclude_seen,
-                       popularity_penalty=float(penalty), diversity=float(diversity), times=times)
+                       popularity_penalty=float(penalty), diversity=float(diversity), explain=explain, times=times)
 
     def _history(self, history: Any, times: Any) -> tuple[list[int], list[str], list[int]]:
         if not isinstance(history, list):
@@ -169,6 +183,10 @@ class Recommender:
             if answers[i] is None:
                 rows = self.popular[: request.k]
                 answers[i] = self._answer(rows + 1, self.popular_scores[: request.k], request, fallback=True)
+        if self.drift is not None:
+            self.drift.update(requests, answers)
+        if any(r.explain for r in requests):
+            add_explanations(self, requests, answers)
         return answers  # type: ignore[return-value]
 
     def _score(self, requests: list[Request], group: list[int], exclude: bool, answers: list) -> None:

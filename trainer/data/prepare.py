@@ -12,9 +12,12 @@ Steps, in this order, streaming in bounded memory:
      and rename the folder into place. A failed run leaves nothing behind.
 
 Example:
-  seqrec prepare --format sasrec ../shared/data/sasrec-ml-1m data/ml-1m
+  seqrec prepare --format sasrec ../shared/data/sasrec-ml-1m/ml-1m.txt data/ml1m
   seqrec prepare --format movielens ../shared/data/movielens-100k data/ml-100k --kcore 5 --split time \\
       --valid-frac 0.1 --test-frac 0.1 --short-users drop
+  seqrec synth --output data/day2 --users 3000 --seed 2 && seqrec synth --output data/day1 --users 2000 --seed 1
+  seqrec prepare --format synthetic data/day1 data/shop
+  seqrec prepare --format synthetic --append-to data/shop data/day2 data/shop-v2
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from tqdm import tqdm
 
 from trainer.data import schema
 from trainer.data.features import write_side_table
+from trainer.data.impressions import write_impressions
 from trainer.data.partitions import Columns, Cursor, DiskStore, MemoryStore, prefetch
 from trainer.data.readers import FORMATS, open_reader
 from trainer.data.readers.base import REQUIRED_EVENT_COLUMNS, RawLog, sha256_file
@@ -560,6 +564,8 @@ def _build(config: PrepareConfig, raw: RawLog, tmp: Path) -> Manifest:
         "train_interactions": int(train_end.sum()), "valid_targets": int((valid_end - train_end).sum()),
         "test_targets": int((lengths - valid_end).sum()), **_removed(counts),
     }
+    if raw.impressions is not None:  # ranking data: impressions with labels, split like the sequences
+        manifest_counts.update(write_impressions(tmp, raw.impressions(), cuts, str(config.input)))
     log.info("%d users, %d items, %d interactions (%d train, %d valid, %d test targets); removed: %s",
              manifest_counts["users"], manifest_counts["items"], manifest_counts["interactions"],
              manifest_counts["train_interactions"], manifest_counts["valid_targets"],
@@ -626,8 +632,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", "-f", required=True, choices=sorted(FORMATS), help="reader for the raw log")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing output folder (only after the new one is complete)")
+    parser.add_argument("--append-to", type=Path, metavar="DATASET",
+                        help="write output as a new version of the dataset folder DATASET plus the events of input: "
+                             "old user/item indices kept, new ones added at the end (trainer.data.append)")
     reader = parser.add_argument_group("reader options")
-    reader.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+    reader.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="reader option, repeatable, passed as a string (e.g. --option meta=items.csv)")
     reader.add_argument("--columns", metavar="FIELD=NAME,...",
                         help="source column of each event field, e.g. user=uid,item=iid,timestamp=ts")
@@ -688,6 +697,10 @@ def _key_value(text: str, flag: str) -> tuple[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     """``seqrec prepare``: build the dataset folder and log a one-line summary."""
+    if args.append_to is not None:
+        from trainer.data.append import run_append
+
+        return run_append(args)
     config = config_from_args(args)
     manifest = prepare(config)
     counts = manifest.counts
