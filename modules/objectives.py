@@ -38,12 +38,16 @@ class ObjectiveConfig:
         gbce_t: gSASRec's calibration t in [0, 1] (``loss=gbce``).
         softmax_chunk: full / sampled softmax in blocks of this many targets without materialising the logits
             (~2x faster on CPU); 0 = plain.
+        contrastive_weight: weight of the contrastive term (`modules.contrastive`; >= 0, 0 = off).
+        contrastive_temperature: its temperature (> 0).
     """
 
     loss: str = "softmax"
     temperature: float = 1.0
     gbce_t: float = 0.75
     softmax_chunk: int = 256
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 1.0
 
     def validate(self) -> None:
         """Raise `ValueError` naming the ``model.objective.<key>`` to change."""
@@ -53,6 +57,9 @@ class ObjectiveConfig:
             raise ValueError(f"model.objective.temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.gbce_t <= 1.0:
             raise ValueError(f"model.objective.gbce_t must be in [0, 1], got {self.gbce_t}")
+        if self.contrastive_weight < 0.0 or self.contrastive_temperature <= 0.0:
+            raise ValueError("model.objective.contrastive_weight must be >= 0 and model.objective."
+                             f"contrastive_temperature > 0, got {self.contrastive_weight}, {self.contrastive_temperature}")
         if self.softmax_chunk < 0:
             raise ValueError(f"model.objective.softmax_chunk must be >= 0 (0: unchunked), got {self.softmax_chunk}")
 

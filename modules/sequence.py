@@ -27,6 +27,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from modules.batch import Batch
 from modules.contract import LoaderNeeds, Recommender, RetrievalExport, SequenceEncoder
+from modules.contrastive import ContrastiveRegularizer
 from modules.embeddings import (
     ITEM_FEATURES,
     ids_to_kjt,
@@ -121,6 +122,8 @@ class SequenceRecommender(Recommender):
         self.encoder = encoder if isinstance(encoder, nn.Module) else encoder()
         self.query = LastPositionQuery(self.encoder)
         self.objective = SequenceObjective(config.objective, num_items)
+        weight = config.objective.contrastive_weight
+        self.contrastive = ContrastiveRegularizer(weight, config.objective.contrastive_temperature) if weight else None
 
     @property
     def pipelined_lookup(self) -> bool:
@@ -147,7 +150,11 @@ class SequenceRecommender(Recommender):
         embeddings, outputs = self.lookup_batch(batch)
         history = embeddings["history"]
         hidden = self.encoder(history.values(), history.lengths(), batch.timestamps)
-        return self.objective(batch, hidden, embeddings, outputs)
+        loss, logs = self.objective(batch, hidden, embeddings, outputs)
+        if self.contrastive is not None and self.training:  # a second view: the same history, other dropout masks
+            second = self.encoder(history.values(), history.lengths(), batch.timestamps)
+            return self.contrastive(loss, logs, hidden, second, history.lengths())
+        return loss, logs
 
     def sequence_outputs(self, batch: Batch) -> torch.Tensor:
         """Representation after every history position, jagged ``(sum_i L_i, D)`` in ``history`` order."""
@@ -242,6 +249,20 @@ def padded_values(values: torch.Tensor, lengths: torch.Tensor, fill: int = 0) ->
     return out
 
 
+def append_each(values: torch.Tensor, lengths: torch.Tensor, fill: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Jagged ``values (T, ...)`` with one element appended to each of the B sequences: ``fill`` broadcast to
+    ``(B, ...)`` (one row for all, or one per sequence); returns ``(values (T + B, ...), lengths + 1)``."""
+    longer = lengths + 1
+    ends = torch.cumsum(longer, 0) - 1
+    kept = torch.arange(values.shape[0], device=values.device) + torch.repeat_interleave(
+        torch.arange(lengths.shape[0], device=values.device), lengths, output_size=values.shape[0]
+    )
+    out = values.new_empty((values.shape[0] + lengths.shape[0],) + values.shape[1:])
+    out[kept] = values
+    out[ends] = fill.to(values.dtype)
+    return out, longer
+
+
 def check_lengths(lengths: torch.Tensor, max_len: int) -> None:
     """Every history length must be in ``[1, max_len]`` (the loader truncates; the position table has max_len rows)."""
     shortest, longest = (int(x) for x in torch.aminmax(lengths))
@@ -320,5 +341,5 @@ def _catalogue(like_lengths: torch.Tensor, num_items: int) -> tuple[torch.Tensor
 
 # FX (the sparse-dist pipeline's trace of forward, the exporter's trace of the query) keeps these as one call each.
 for _fn in ("with_catalogue", "output_kjt", "padded_dense", "real_mask", "positions_from_end", "padded_values",
-            "check_lengths"):
+            "check_lengths", "append_each"):
     torch.fx.wrap(_fn)

@@ -196,7 +196,8 @@ def evaluate_variant(module: Retriever, cfg: Any, split: str = "valid") -> dict[
 
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend="gloo")
     loader_cfg = LoaderConfig(
-        kind="last", split=split, batch_size=cfg.data.eval_batch_size, max_len=cfg.data.max_len, shuffle=False
+        kind="last", split=split, batch_size=cfg.data.eval_batch_size, max_len=cfg.data.max_len, shuffle=False,
+        timestamps=cfg.model.loader_needs().timestamps,
     )
     loader = build_loader(cfg.data.path, loader_cfg)
     with torch.inference_mode():

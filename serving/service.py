@@ -29,7 +29,7 @@ import torch
 from serving.explain import add_explanations
 
 MODEL_FILE, ID_MAP_FILE, METADATA_FILE = "model.pt", "id_map.json", "metadata.json"
-FIELDS = ("history", "k", "exclude_seen", "popularity_penalty", "diversity", "explain")
+FIELDS = ("history", "k", "exclude_seen", "popularity_penalty", "diversity", "explain", "timestamps")
 RERANK_CANDIDATES = 100  # candidates the popularity penalty re-ranks (modules.rerank), clipped to the catalogue
 
 
@@ -57,6 +57,7 @@ class Request:
     popularity_penalty: float = 0.0
     diversity: float = 0.0
     explain: bool = False  # answer with the history items that drove each recommendation (serving.explain)
+    times: list[int] = dataclasses.field(default_factory=list)  # one per known item, or empty
 
 
 def decode_body(body: Any, max_bytes: int) -> dict[str, Any]:
@@ -151,11 +152,11 @@ class Recommender:
         explain = body.get("explain", False)
         if not isinstance(explain, bool):
             raise RequestError(f"'explain' must be true or false, got {type(explain).__name__}")
-        items, unknown = self._history(body.get("history"))
+        items, unknown, times = self._history(body.get("history"), body.get("timestamps"))
         return Request(items=items, unknown=unknown, k=k, exclude_seen=exclude_seen,
-                       popularity_penalty=float(penalty), diversity=float(diversity), explain=explain)
+                       popularity_penalty=float(penalty), diversity=float(diversity), explain=explain, times=times)
 
-    def _history(self, history: Any) -> tuple[list[int], list[str]]:
+    def _history(self, history: Any, times: Any) -> tuple[list[int], list[str], list[int]]:
         if not isinstance(history, list):
             raise RequestError(f"'history' must be a list of item ids, got {type(history).__name__}")
         if len(history) > self.limits.max_history:
@@ -163,9 +164,13 @@ class Recommender:
         bad = next((x for x in history if not isinstance(x, str | int) or isinstance(x, bool)), None)
         if bad is not None:
             raise RequestError(f"'history' items must be strings or integers, got {type(bad).__name__}")
+        if times is not None and (not isinstance(times, list) or len(times) != len(history)
+                                  or any(not isinstance(t, int) or isinstance(t, bool) for t in times)):
+            raise RequestError(f"'timestamps' must be a list of {len(history)} integers, one per history item")
         raw = [str(x) for x in history]
         found = [self.index.get(x, 0) for x in raw]
-        return [i for i in found if i], [x for x, i in zip(raw, found) if not i]
+        kept = [t for t, i in zip(times, found) if i] if times is not None else []
+        return [i for i in found if i], [x for x, i in zip(raw, found) if not i], kept
 
     def recommend(self, requests: list[Request]) -> list[dict[str, Any]]:
         """One answer per request: ``{"items", "scores", "unknown", "fallback"}`` (model calls batched)."""
@@ -190,8 +195,13 @@ class Recommender:
         depth = min(RERANK_CANDIDATES, len(self.raw_ids))
         k = max(max(requests[i].k, depth if requests[i].popularity_penalty or requests[i].diversity else 0)
                 for i in group)
+        timed = any(requests[i].times for i in group)
+        times = [t for i in group for t in (requests[i].times or [0] * len(requests[i].items))]
         with torch.inference_mode():
-            scores, items = self.model(history, lengths, k, exclude)
+            if timed:
+                scores, items = self.model(history, lengths, k, exclude, torch.tensor(times, dtype=torch.int64))
+            else:
+                scores, items = self.model(history, lengths, k, exclude)
         scores, items = self._rerank(scores, items, [requests[i] for i in group])
         for row, i in enumerate(group):
             top = scores[row, : requests[i].k]

@@ -47,6 +47,11 @@ class DataConfig:
     # Training window of a user with more than max_len + 1 train items: "last" (the most recent ones, as SASRec)
     # or "random" (a uniformly placed window each epoch, so older items are trained on too)
     window: str = "last"
+    # Sequence augmentations of causal training examples (trainer/data/augment.py): some of crop, mask, reorder,
+    # substitute; each example is changed with probability augment_prob, by one of them, at strength augment_ratio
+    augment: list[str] = dataclasses.field(default_factory=list)
+    augment_prob: float = 0.5
+    augment_ratio: float = 0.6
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -267,6 +272,9 @@ def validate(cfg: TrainConfig) -> None:
         m.validate()  # every component of the model checks its own config
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    from trainer.data.augment import Augmentation
+
+    Augmentation(ops=tuple(d.augment), prob=d.augment_prob, ratio=d.augment_ratio)  # raises naming data.augment*
     checks = [
         (d.max_len >= 1 and d.batch_size >= 1, "data.max_len and data.batch_size must be >= 1"),
         (d.negatives in ("auto", "none", "uniform", "popularity", "in_batch"), "data.negatives is unknown"),

@@ -335,6 +335,7 @@ def run(args: Any) -> int:
             kind=task.eval_kind,
             split=args.split,
             shuffle=False,
+            timestamps=cfg.model.loader_needs().timestamps,
             heads=tuple(getattr(cfg.model, "heads", ())),  # ranking: the label columns the heads predict
         )
         loader = build_loader(cfg.data.path, loader_cfg, env.rank, env.world_size)

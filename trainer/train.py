@@ -36,6 +36,7 @@ from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from modules.batch import Batch
 from trainer import checkpoint, growth
 from trainer.config import TrainConfig, load_config, resolve_negatives, to_yaml
+from trainer.data.augment import Augmentation
 from trainer.data.loader import LoaderConfig, build_loader
 from trainer.data.schema import Manifest, read_manifest
 from trainer.distributed import (
@@ -142,6 +143,9 @@ class Trainer:
             window=d.window,
             heads=tuple(getattr(self.cfg.model, "heads", ())),  # ranking: the label columns the heads predict
             num_workers=d.num_workers,
+            timestamps=self.cfg.model.loader_needs().timestamps,
+            augment=Augmentation(ops=tuple(d.augment) if kind == "causal" else (), prob=d.augment_prob,
+                                 ratio=d.augment_ratio),
         )
         return build_loader(d.path, config, self.env.rank, self.env.world_size)
 

@@ -26,3 +26,12 @@ def sasrec(num_items: int, max_len: int = 200, device: Any = None, **kwargs: Any
     model, objective, encoder = split_kwargs(kwargs)
     config = SASRecConfig(**model, objective=ObjectiveConfig(**objective), encoder=SASRecEncoderConfig(**encoder))
     return registry.build(config, num_items=num_items, max_len=max_len, device=device)
+
+
+def build(name: str, num_items: int, max_len: int = 200, device: Any = None, **kwargs: Any) -> Any:
+    """Any registered sequence model from flat kwargs, e.g. ``build("gru4rec", 50, dim=16, num_layers=2)``."""
+    model, objective, encoder = split_kwargs(kwargs)
+    config_type = registry.get(name).config
+    encoder_type = {f.name: f for f in dataclasses.fields(config_type)}["encoder"].default_factory
+    config = config_type(**model, objective=ObjectiveConfig(**objective), encoder=encoder_type(**encoder))
+    return registry.build(config, num_items=num_items, max_len=max_len, device=device)

@@ -50,6 +50,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from trainer.data import sampling
+from trainer.data.augment import Augmentation, augment_block
 from modules.batch import KINDS, Batch
 from trainer.data.schema import ACTIONS_FIELD, IMPRESSIONS, SEQUENCE_SCHEMA, SEQUENCES, read_manifest
 from trainer.errors import ConfigError, DataError
@@ -81,6 +82,8 @@ class LoaderConfig:
         window: ``"last"`` | ``"random"``: which ``max_len + 1`` train items a long causal example takes.
         num_workers: DataLoader worker processes; the dataset plans its shards for exactly this many.
         even_batches: every rank yields the same number of batches (needed for distributed training).
+        timestamps: fill ``Batch.timestamps`` from the ``timestamps`` column, aligned with the history.
+        augment: sequence augmentations of causal examples (`trainer.data.augment`); none by default.
         heads: ``kind="impressions"``: the label columns of ``impressions.parquet`` that become
             ``Batch.labels`` columns, in this order (empty: all of them).
     """
@@ -99,6 +102,8 @@ class LoaderConfig:
     window: str = "last"
     num_workers: int = 0
     even_batches: bool = True
+    timestamps: bool = False
+    augment: Augmentation = dataclasses.field(default_factory=Augmentation)
     heads: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -114,6 +119,8 @@ class LoaderConfig:
                 raise ConfigError(f"loader.{key} must be one of {allowed}, got {getattr(self, key)!r}")
         if self.kind == "causal" and self.split != "train":
             raise ConfigError(f"loader.kind='causal' needs split='train' (got {self.split!r}); use kind='last'")
+        if self.augment.ops and self.kind != "causal":
+            raise ConfigError(f"data.augment applies to causal training examples only (loader kind {self.kind!r})")
         if self.kind == "ranker" and self.negatives not in ("uniform", "popularity"):
             raise ConfigError("loader.kind='ranker' samples its negative candidates: set loader.negatives to "
                               f"'uniform' or 'popularity' (got {self.negatives!r})")
@@ -139,14 +146,15 @@ def _concat_jagged(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarr
 
 @dataclasses.dataclass
 class _Block:
-    """A run of examples as flat arrays: history (+ aligned actions) and targets, each with (n + 1,) offsets."""
+    """A run of examples as flat arrays: history (+ per-position arrays aligned with it, e.g. actions and
+    timestamps) and targets, each with (n + 1,) offsets."""
 
     user: np.ndarray
     hist: np.ndarray
     hist_off: np.ndarray
     tgt: np.ndarray
     tgt_off: np.ndarray
-    act: np.ndarray | None
+    aligned: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.user)
@@ -158,15 +166,15 @@ class _Block:
     def take(self, index: np.ndarray) -> _Block:
         starts, lengths = self.hist_off[index], self.hist_len[index]
         hist, hist_off = _gather(self.hist, starts, lengths)
-        act = None if self.act is None else _gather(self.act, starts, lengths)[0]
+        aligned = {name: _gather(values, starts, lengths)[0] for name, values in self.aligned.items()}
         tgt, tgt_off = _gather(self.tgt, self.tgt_off[index], np.diff(self.tgt_off)[index])
-        return _Block(self.user[index], hist, hist_off, tgt, tgt_off, act)
+        return _Block(self.user[index], hist, hist_off, tgt, tgt_off, aligned)
 
     def slice(self, lo: int, hi: int) -> _Block:
         h0, h1, t0, t1 = self.hist_off[lo], self.hist_off[hi], self.tgt_off[lo], self.tgt_off[hi]
-        act = None if self.act is None else self.act[h0:h1]
+        aligned = {name: values[h0:h1] for name, values in self.aligned.items()}
         return _Block(self.user[lo:hi], self.hist[h0:h1], self.hist_off[lo:hi + 1] - h0,
-                      self.tgt[t0:t1], self.tgt_off[lo:hi + 1] - t0, act)
+                      self.tgt[t0:t1], self.tgt_off[lo:hi + 1] - t0, aligned)
 
     @staticmethod
     def concat(blocks: list[_Block]) -> _Block:
@@ -174,8 +182,8 @@ class _Block:
             return blocks[0]
         hist, hist_off = _concat_jagged([(b.hist, b.hist_off) for b in blocks])
         tgt, tgt_off = _concat_jagged([(b.tgt, b.tgt_off) for b in blocks])
-        act = None if blocks[0].act is None else np.concatenate([b.act for b in blocks])
-        return _Block(np.concatenate([b.user for b in blocks]), hist, hist_off, tgt, tgt_off, act)
+        aligned = {name: np.concatenate([b.aligned[name] for b in blocks]) for name in blocks[0].aligned}
+        return _Block(np.concatenate([b.user for b in blocks]), hist, hist_off, tgt, tgt_off, aligned)
 
 
 class _Rebuffer:
@@ -374,7 +382,9 @@ class SequenceDataset(IterableDataset):
         self.num_examples = sum(shard.num_examples for shard in self._shards)
         self.num_skipped = int(sum(rows[s.row_groups].sum() for s in self._shards)) - self.num_examples
         self.has_actions = ACTIONS_FIELD.name in pq.read_schema(self.path).names
+        self._aligned_columns = ["actions"] * self.has_actions + ["timestamps"] * config.timestamps
         self.sampler = sampling.build_sampler(config.negatives, folder, manifest.num_items, config.popularity_alpha)
+        self.num_items = manifest.num_items
         self.epoch = 0
         self._iter_epoch: int | None = None
         self._yielded = 0
@@ -490,7 +500,7 @@ class SequenceDataset(IterableDataset):
     def _read(self, file: pq.ParquetFile, row_group: int, count: int, epoch: int, worker: int, offset: int
               ) -> _Block:
         """One row group's examples (shuffled when configured), without the first ``offset``."""
-        columns = ["user_idx", "items", "train_end", "valid_end"] + (["actions"] if self.has_actions else [])
+        columns = ["user_idx", "items", "train_end", "valid_end"] + self._aligned_columns
         table = file.read_row_group(row_group, columns=columns, use_threads=False)
         item_off, items = _list_parts(table.column("items"), self.path, "items")
         te, ve = table.column("train_end").to_numpy(), table.column("valid_end").to_numpy()
@@ -511,21 +521,32 @@ class SequenceDataset(IterableDataset):
         hist_start, hist_len = item_off[rows] + hist_lo[rows], hist_hi[rows] - hist_lo[rows]
         hist, hist_off = _gather(items, hist_start, hist_len)
         tgt, tgt_off = _gather(items, item_off[rows] + tgt_lo[rows], tgt_hi[rows] - tgt_lo[rows])
-        act = None
-        if self.has_actions:
-            act_off, act_values = _list_parts(table.column("actions"), self.path, "actions")
-            if not np.array_equal(np.diff(act_off), lengths):
-                row = int(np.flatnonzero(np.diff(act_off) != lengths)[0]) + int(self._first_row[row_group])
-                raise DataError("actions and items differ in length", file=self.path, row=row + 1, field="actions")
-            act = _gather(act_values, act_off[rows] + hist_lo[rows], hist_len)[0]
+        first_row = int(self._first_row[row_group])
+        aligned = {}  # the per-position columns, cut like the history
+        for name in self._aligned_columns:
+            starts, values = self._aligned(table, name, lengths, first_row)
+            aligned[name] = _gather(values, starts[rows] + hist_lo[rows], hist_len)[0]
         user = table.column("user_idx").to_numpy().astype(np.int64)[rows]
-        return _Block(user, hist, hist_off, tgt, tgt_off, act)
+        return _Block(user, hist, hist_off, tgt, tgt_off, aligned)
+
+    def _aligned(self, table: pa.Table, name: str, lengths: np.ndarray, first_row: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """(start offsets, values) of a list column that must hold one value per item of each row."""
+        offsets, values = _list_parts(table.column(name), self.path, name)
+        if not np.array_equal(np.diff(offsets), lengths):
+            row = int(np.flatnonzero(np.diff(offsets) != lengths)[0]) + first_row
+            raise DataError(f"{name} and items differ in length", file=self.path, row=row + 1, field=name)
+        return offsets[:-1], values
 
     def _to_batch(self, block: _Block, worker: int, epoch: int, index: int) -> _Arrays:
         """Arrays of one batch; negatives depend only on (seed, epoch, rank, worker, index)."""
         rng = sampling.batch_rng(self.config.seed, epoch, self.rank, worker, sampling.STREAM_NEGATIVES, index)
         if self.config.kind == "ranker":
             return self._ranker_batch(block, rng)
+        if self.config.augment.ops:
+            augment_rng = sampling.batch_rng(self.config.seed, epoch, self.rank, worker, sampling.STREAM_AUGMENT, index)
+            block = _Block(block.user, *augment_block(block.hist, block.hist_off, block.tgt, block.tgt_off, block.aligned,
+                                                      self.config.augment, self.num_items, augment_rng))
         negatives, negative_logq, target_logq = np.empty(0, dtype=np.int64), _no_floats(), _no_floats()
         if self.sampler is not None:
             negatives, negative_logq = self.sampler.sample(len(block) * self.config.num_negatives, rng)
@@ -538,7 +559,8 @@ class SequenceDataset(IterableDataset):
             user_idx=block.user,
             target_logq=target_logq,
             negative_logq=negative_logq,
-            actions=block.act,
+            actions=block.aligned.get("actions"),
+            timestamps=block.aligned.get("timestamps"),
         )
 
     def _ranker_batch(self, block: _Block, rng: np.random.Generator) -> _Arrays:
@@ -557,7 +579,8 @@ class SequenceDataset(IterableDataset):
             user_idx=rows.user,
             labels=labels.reshape(-1, 1),
             target_logq=self.sampler.logq(candidates),
-            actions=rows.act,
+            actions=rows.aligned.get("actions"),
+            timestamps=rows.aligned.get("timestamps"),
         )
 
 
@@ -582,6 +605,7 @@ class _Arrays:
     target_logq: np.ndarray = dataclasses.field(default_factory=_no_floats)
     negative_logq: np.ndarray = dataclasses.field(default_factory=_no_floats)
     actions: np.ndarray | None = None
+    timestamps: np.ndarray | None = None
 
     def to_batch(self) -> Batch:
         sparse = KeyedJaggedTensor(
@@ -589,7 +613,8 @@ class _Arrays:
             values=torch.from_numpy(np.concatenate(self.values).astype(np.int64, copy=False)),
             lengths=torch.from_numpy(np.concatenate(self.lengths).astype(np.int64, copy=False)),
         )
-        actions = np.empty(0, dtype=np.int64) if self.actions is None else self.actions.astype(np.int64)
+        actions, timestamps = (np.empty(0, dtype=np.int64) if a is None else a.astype(np.int64)
+                               for a in (self.actions, self.timestamps))
         return Batch(
             sparse=sparse,
             user_idx=torch.from_numpy(self.user_idx),
@@ -598,6 +623,7 @@ class _Arrays:
             target_logq=torch.from_numpy(self.target_logq),
             negative_logq=torch.from_numpy(self.negative_logq),
             actions=torch.from_numpy(actions),
+            timestamps=torch.from_numpy(timestamps),
         )
 
     def pin_memory(self) -> Batch:

@@ -35,6 +35,7 @@ STREAM_ROW_PERMUTATION = 1
 STREAM_BATCH_ORDER = 2
 STREAM_NEGATIVES = 3
 STREAM_WINDOW = 4
+STREAM_AUGMENT = 5
 
 
 def batch_rng(seed: int, epoch: int, rank: int, worker: int, stream: int, index: int) -> np.random.Generator:

@@ -300,6 +300,36 @@ def test_actions_follow_history(tmp_path: Path) -> None:
         assert torch.equal(batch.actions, batch.sparse["history"].values() % 3)
 
 
+@pytest.mark.parametrize(("kind", "split"), [("causal", "train"), ("last", "test"), ("ranker", "valid")])
+def test_timestamps_follow_history_when_asked(tmp_path: Path, kind: str, split: str) -> None:
+    """The test dataset's timestamp of an event is its index in the flat item column: it must point at the item."""
+    folder = write_dataset(tmp_path / "ts", np.random.default_rng(5).integers(2, 30, size=100), actions=True)
+    flat_items = torch.tensor(np.concatenate(read_sequences(folder)["items"]))
+    negatives = "uniform" if kind == "ranker" else "none"
+    for asked in (False, True):
+        config = LoaderConfig(batch_size=8, max_len=6, kind=kind, split=split, negatives=negatives, timestamps=asked)
+        for batch in SequenceDataset(folder, config):
+            history = batch.sparse["history"].values()
+            assert torch.equal(batch.actions, history % 3)
+            if not asked:
+                assert batch.timestamps.numel() == 0
+                continue
+            assert batch.timestamps.dtype == torch.int64
+            assert torch.equal(flat_items[batch.timestamps], history)
+
+
+def test_timestamps_of_another_length_name_the_row(tmp_path: Path) -> None:
+    folder = write_dataset(tmp_path / "ts", np.full(10, 5))
+    table = pq.read_table(folder / SEQUENCES)
+    stamps = table.column("timestamps").to_pylist()
+    stamps[3] = stamps[3][:-1]
+    table = table.set_column(2, "timestamps", pa.array(stamps, type=pa.list_(pa.int64())))
+    pq.write_table(table, folder / SEQUENCES)
+    batches = SequenceDataset(folder, LoaderConfig(batch_size=4, timestamps=True, shuffle=False))
+    with pytest.raises(DataError, match="row 4.*timestamps|timestamps.*row 4"):
+        list(batches)
+
+
 def test_bad_split_positions_name_the_row(tmp_path: Path) -> None:
     lengths = np.full(10, 5)
     train_end, valid_end = np.full(10, 3), np.full(10, 4)
