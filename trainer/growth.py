@@ -67,10 +67,16 @@ def load_grown(ckpt: Path, model: nn.Module, dataset: str | Path, expect: dict[s
     except Exception as exc:  # DCP wraps per-rank failures; surface the first line
         raise ConfigError(f"{ckpt}: cannot load checkpoint into this model ({str(exc).splitlines()[0]})") from exc
     for key, table in old.items():
-        full_new = _new_rows(table, state[key].shape[0], dataset, new_rows)
-        _write_rows(state[key], table, full_new)
-        log.info("%s: %d checkpoint rows copied, %d new rows (%s)", key, table.shape[0],
-                 state[key].shape[0] - table.shape[0], new_rows)
+        # rows after the items (special tokens, e.g. BERT4Rec's mask at N + 1) move to the end of the grown table
+        items, specials = table[: old_items + 1], table[old_items + 1 :]
+        end = state[key].shape[0] - specials.shape[0]
+        segments = [(0, items), (end, specials)]
+        full_new = _new_rows(items, end, dataset, new_rows)
+        if full_new is not None:
+            segments.append((items.shape[0], full_new))
+        _write_rows(state[key], segments)
+        log.info("%s: %d checkpoint rows copied (%d after the items moved to the end), %d new rows (%s)", key,
+                 table.shape[0], specials.shape[0], state[key].shape[0] - table.shape[0], new_rows)
     model.load_state_dict(state)
 
 
@@ -188,16 +194,14 @@ def _flat_codes(column: pa.Array) -> tuple[torch.Tensor, torch.Tensor | None]:
     return torch.zeros(0, dtype=torch.int64), None
 
 
-def _write_rows(live: Any, old: torch.Tensor, new: torch.Tensor | None) -> None:
-    """Copy ``old`` (and ``new``, the rows after it) into this rank's shards of the live table."""
-    shards = _local_shards(live)
-    full_rows = old.shape[0] + (0 if new is None else new.shape[0])
-    source = old if new is None else torch.cat([old, new])
-    for tensor, (row0, col0) in shards:
+def _write_rows(live: Any, segments: list[tuple[int, torch.Tensor]]) -> None:
+    """Copy each ``(first row, rows)`` segment into this rank's shards of the live table (other rows untouched)."""
+    for tensor, (row0, col0) in _local_shards(live):
         rows, cols = tensor.shape
-        stop = min(row0 + rows, full_rows if new is not None else old.shape[0])
-        if stop > row0:
-            tensor[: stop - row0].copy_(source[row0:stop, col0: col0 + cols])
+        for start, values in segments:
+            lo, hi = max(start, row0), min(start + values.shape[0], row0 + rows)
+            if hi > lo:
+                tensor[lo - row0 : hi - row0].copy_(values[lo - start : hi - start, col0 : col0 + cols])
 
 
 def _local_shards(live: Any) -> list[tuple[torch.Tensor, tuple[int, int]]]:
