@@ -21,6 +21,7 @@ def train(
     memMB: int = 8192,
     omp_threads: int = 1,
     max_retries: int = 0,
+    max_restarts: int = 0,
 ) -> specs.AppDef:
     """Train a seqrec model with DistributedModelParallel.
 
@@ -34,6 +35,8 @@ def train(
         memMB: memory per replica in MB.
         omp_threads: OMP_NUM_THREADS per rank (torchrun's default of 1 suits 2 ranks on a 2-core machine).
         max_retries: restarts of the whole job on failure (resume with trainer.resume=true).
+        max_restarts: torchrun restarts all ranks this many times after a rank dies; restarted ranks resume
+            from the run's last checkpoint by themselves.
     """
     return dist_components.ddp(
         *overrides,
@@ -44,6 +47,7 @@ def train(
         gpu=gpu,
         memMB=memMB,
         j=j,
-        env={"OMP_NUM_THREADS": str(omp_threads), "PYTHONUNBUFFERED": "1"},
+        # torchrun reads each option's default from PET_<OPTION> (dist.ddp has no --max-restarts argument)
+        env={"OMP_NUM_THREADS": str(omp_threads), "PYTHONUNBUFFERED": "1", "PET_MAX_RESTARTS": str(max_restarts)},
         max_retries=max_retries,
     )

@@ -13,7 +13,6 @@ Launch unchanged on one process, on ``torchrun --nproc-per-node 2`` or
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -32,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
-from trainer import checkpoint
+from trainer import checkpoint, run_folder
 from trainer.config import TrainConfig, load_config, resolve_negatives, to_yaml
 from trainer.data.batch import Batch
 from trainer.data.loader import LoaderConfig, build_loader
@@ -42,6 +41,7 @@ from trainer.distributed import (
     all_reduce_sum,
     base_lrs,
     build_optimizer,
+    init_dense_state,
     init_distributed,
     lr_factor,
     shard_model,
@@ -107,14 +107,18 @@ class Trainer:
                 dist.broadcast_object_list(chosen, src=0)
             run_id = chosen[0]
         run_dir = Path(t.output_dir) / t.experiment / run_id
+        if _elastic_restart() and not t.resume and checkpoint.latest_checkpoint(run_dir) is not None:
+            log.warning("restarted by the elastic launcher: resuming %s from its last checkpoint", run_dir)
+            self.cfg.trainer.resume = True
         if not t.resume and checkpoint.latest_checkpoint(run_dir) is not None:
             raise ConfigError(
                 f"{run_dir} already holds checkpoints; set trainer.resume=true to continue it, or another "
                 "trainer.run_id (nothing was overwritten)"
             )
+        has_checkpoint = t.resume and checkpoint.latest_checkpoint(run_dir) is not None
+        self.run = run_folder.claim(run_dir, resume=t.resume, has_checkpoint=has_checkpoint, is_main=self.env.is_main)
         if self.env.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(to_yaml(self.cfg))
+            checkpoint.write_atomic(run_dir / "config.yaml", to_yaml(self.cfg))
         return run_dir
 
     def _build_loader(self, split: str, kind: str, batch_size: int, shuffle: bool) -> Any:
@@ -173,10 +177,7 @@ class Trainer:
 
     def _init_optimizer_state(self) -> None:
         """Dense Adam state is created lazily; create it now so DCP has tensors to load into (exact resume)."""
-        for _, opt in self.optimizer.optimizers:
-            if hasattr(opt, "init_state") and not hasattr(opt, "fused_optimizer"):
-                with contextlib.suppress(NotImplementedError):
-                    opt.init_state()
+        init_dense_state(self.optimizer)
 
     def _meta_expect(self) -> dict[str, Any]:
         return {"model": self.cfg.model.name, "num_items": self.manifest.num_items, "dim": self.cfg.model.dim}
@@ -224,6 +225,7 @@ class Trainer:
         """Run to the end (epochs, max_steps, early stopping or SIGTERM); returns the final metrics."""
         t = self.cfg.trainer
         previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
+        failed: BaseException | None = None
         try:
             while self.epoch < t.epochs and not self._finished():
                 self._train_epoch()
@@ -235,7 +237,11 @@ class Trainer:
                     break
                 self.save_checkpoint()
             results = self._final_results()
+        except BaseException as exc:
+            failed = exc
+            raise
         finally:
+            self.run.release(failed, committed=checkpoint.committed(self.run_dir))
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
             if self.writer is not None:
@@ -391,6 +397,7 @@ class Trainer:
             "evals_without_gain": self.evals_without_gain,
             "history": json.dumps(self.history),
             "losses": json.dumps(self.losses),
+            "throughput": self.throughput.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -399,6 +406,7 @@ class Trainer:
         self.best_step = state.get("best_step", -1)
         self.history = json.loads(state["history"])
         self.losses = json.loads(state["losses"])
+        self.throughput = state.get("throughput", self.throughput)
         checkpoint.set_rng_state(state["rng"])
 
     def save_checkpoint(self) -> None:
@@ -412,6 +420,11 @@ class Trainer:
         # Also when the step was already checkpointed (checkpoint_every ending on an epoch's last step).
         if self.env.is_main and self.best_step == self.step:
             checkpoint.mark_best(self.run_dir, ckpt, {"step": self.step, "epoch": self.epoch, "ndcg@10": self.best_ndcg})
+
+
+def _elastic_restart() -> bool:
+    """Was this worker restarted by torchrun/torchx after a failure (``--max-restarts``)? Then it resumes."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
 
 
 def _main_thread() -> bool:
@@ -433,9 +446,14 @@ def _fmt(metrics: dict[str, float]) -> str:
 def run_training(cfg: TrainConfig) -> dict[str, Any]:
     """Join the process group, train, and leave it; the function every entry point calls."""
     env = init_distributed()
+    failed: BaseException | None = None
     try:
         return Trainer(cfg, env).train()
+    except BaseException as exc:
+        failed = exc
+        raise
     finally:
+        run_folder.release_held(failed)
         shutdown_distributed()
 
 
