@@ -50,6 +50,19 @@ class Request:
     exclude_seen: bool
 
 
+def _decode_json(text: str) -> Any:
+    """``json.loads`` with every way it can fail turned into a `RequestError` (nesting too deep, integers with
+    too many digits, lone surrogates), so a hostile body never escapes as an unforeseen exception."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RequestError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise RequestError("malformed JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise RequestError(f"malformed JSON: {str(exc).splitlines()[0][:200]}") from None
+
+
 class Recommender:
     """Batched recommendations from a scripted `serving.inference.TopKRecommender` and its id map.
 
@@ -104,10 +117,7 @@ class Recommender:
                 raise RequestError(f"request body is {len(body)} bytes; the limit is {self.limits.max_body_bytes}")
             body = body.decode("utf-8", errors="replace")
         if isinstance(body, str):
-            try:
-                body = json.loads(body)
-            except json.JSONDecodeError as exc:
-                raise RequestError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+            body = _decode_json(body)
         if not isinstance(body, dict):
             raise RequestError(f"request must be a JSON object, got {type(body).__name__}")
         extra = sorted(set(body) - set(FIELDS))

@@ -110,13 +110,13 @@ class Trainer:
         if _elastic_restart() and not t.resume and checkpoint.latest_checkpoint(run_dir) is not None:
             log.warning("restarted by the elastic launcher: resuming %s from its last checkpoint", run_dir)
             self.cfg.trainer.resume = True
-        if not t.resume and checkpoint.latest_checkpoint(run_dir) is not None:
+        has_checkpoint = checkpoint.latest_checkpoint(run_dir) is not None
+        self.run = run_folder.claim(run_dir, resume=t.resume, has_checkpoint=has_checkpoint, is_main=self.env.is_main)
+        if not t.resume and has_checkpoint:
             raise ConfigError(
                 f"{run_dir} already holds checkpoints; set trainer.resume=true to continue it, or another "
                 "trainer.run_id (nothing was overwritten)"
             )
-        has_checkpoint = t.resume and checkpoint.latest_checkpoint(run_dir) is not None
-        self.run = run_folder.claim(run_dir, resume=t.resume, has_checkpoint=has_checkpoint, is_main=self.env.is_main)
         if self.env.is_main:
             checkpoint.write_atomic(run_dir / "config.yaml", to_yaml(self.cfg))
         return run_dir
