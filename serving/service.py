@@ -138,9 +138,9 @@ class Recommender:
             raise RequestError(f"'history' must be a list of item ids, got {type(history).__name__}")
         if len(history) > self.limits.max_history:
             raise RequestError(f"'history' has {len(history)} items; the limit is {self.limits.max_history}")
-        bad = next((x for x in history if not isinstance(x, str | int) or isinstance(x, bool)), None)
-        if bad is not None:
-            raise RequestError(f"'history' items must be strings or integers, got {type(bad).__name__}")
+        bad = [x for x in history if not isinstance(x, str | int) or isinstance(x, bool)][:1]  # [None] is a hit too
+        if bad:
+            raise RequestError(f"'history' items must be strings or integers, got {type(bad[0]).__name__}")
         raw = [str(x) for x in history]
         found = [self.index.get(x, 0) for x in raw]
         return [i for i in found if i], [x for x, i in zip(raw, found) if not i]
