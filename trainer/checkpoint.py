@@ -111,6 +111,8 @@ def mark_best(run_dir: str | Path, ckpt: Path, metrics: dict[str, Any]) -> None:
 
 def damage(ckpt: Path) -> str | None:
     """Why ``ckpt`` cannot be used (one phrase naming the missing or damaged file), or None if it is intact."""
+    if not ckpt.is_dir():
+        return f"checkpoint {ckpt.name} does not exist"
     try:
         meta = read_meta(ckpt)
     except FileNotFoundError:

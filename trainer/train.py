@@ -107,10 +107,10 @@ class Trainer:
                 dist.broadcast_object_list(chosen, src=0)
             run_id = chosen[0]
         run_dir = Path(t.output_dir) / t.experiment / run_id
-        if _elastic_restart() and not t.resume and checkpoint.latest_checkpoint(run_dir) is not None:
-            log.warning("restarted by the elastic launcher: resuming %s from its last checkpoint", run_dir)
-            self.cfg.trainer.resume = True
         has_checkpoint = checkpoint.latest_checkpoint(run_dir) is not None
+        if _elastic_restart() and has_checkpoint and not t.resume:
+            log.warning("restarted by the elastic launcher: resuming %s from its last checkpoint", run_dir)
+            t.resume = True
         self.run = run_folder.claim(run_dir, resume=t.resume, has_checkpoint=has_checkpoint, is_main=self.env.is_main)
         if not t.resume and has_checkpoint:
             raise ConfigError(

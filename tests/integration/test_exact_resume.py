@@ -34,7 +34,8 @@ def _command(ranks: int, overrides: list[str], restarts: int = 0) -> list[str]:
 
 
 def _start(cmd: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "TORCHXCONFIG": str(REPO / "torchx" / ".torchxconfig")}
     with log.open("w") as out:
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -98,34 +99,52 @@ def test_killed_run_resumes_to_the_uninterrupted_loss_curve(straight: tuple[int,
     _assert_same_run(_metrics(run), reference)
 
 
-def _worker_pid(agent: int, rank: int) -> int:
-    """The pid of the torchrun worker with ``RANK=rank`` started by the agent process ``agent``."""
+def _worker_pid(root: int, rank: int) -> int:
+    """The pid of the training worker with ``RANK=rank`` among the descendants of process ``root``."""
+    parents: dict[int, int] = {}
+    environs: dict[int, list[bytes]] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == agent and f"RANK={rank}".encode() in environ:
-            return int(entry.name)
-    raise AssertionError(f"no rank {rank} worker under {agent}")
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                environs[int(entry.name)] = (entry / "environ").read_bytes().split(b"\0")
+            except (OSError, IndexError, ValueError):
+                continue
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == root:
+                return True
+        return False
+
+    found = [pid for pid, env in environs.items() if f"RANK={rank}".encode() in env and b"LOCAL_RANK=" + str(
+        rank).encode() in env and descends(pid)]
+    assert found, f"no rank {rank} worker under {root}"
+    return min(found)
+
+
+def _torchx(overrides: list[str], log_dir: Path) -> list[str]:
+    bin_dir = Path(sys.executable).parent
+    return [str(bin_dir / "torchx"), "run", "-s", "local_cwd", "--scheduler_args", f"log_dir={log_dir}",
+            "torchx/components.py:train", "-j", "1x2", "--max_restarts", "1", "--", *overrides]
 
 
 @pytest.mark.distributed
+@pytest.mark.parametrize("launcher", ["torchrun", "torchx"])
 def test_elastic_restart_after_a_lost_rank_finishes_like_the_uninterrupted_run(
-        straight: tuple[int, dict], tiny_dataset: Path, tmp_path: Path) -> None:
+        straight: tuple[int, dict], launcher: str, tiny_dataset: Path, tmp_path: Path) -> None:
     ranks, reference = straight
     if ranks != 2:
         pytest.skip("a lost rank needs two")
     overrides = train_overrides(tiny_dataset, tmp_path, "trainer.run_id=elastic", *SETTINGS)
     run = tmp_path / "default" / "elastic"
     log = tmp_path / "elastic.log"
-    proc = _start(_command(2, overrides, restarts=1), log)
+    cmd = _command(2, overrides, restarts=1) if launcher == "torchrun" else _torchx(overrides, tmp_path / "tx")
+    proc = _start(cmd, log)
     _wait_for(checkpoint.checkpoint_dir(run, 14) / checkpoint.META, proc, log)
     os.kill(_worker_pid(proc.pid, 1), signal.SIGKILL)
     assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
-    text = log.read_text()
-    assert "restarted by the elastic launcher" in text and "resumed from" in text
+    logs = log.read_text() + "".join(p.read_text(errors="replace") for p in (tmp_path / "tx").rglob("*") if p.is_file())
+    assert "restarted by the elastic launcher" in logs and "resumed from" in logs, logs[-3000:]
     _assert_same_run(_metrics(run), reference)

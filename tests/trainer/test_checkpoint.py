@@ -80,6 +80,10 @@ def test_resume_evaluate_and_export_use_the_previous_complete_checkpoint(
     (run / checkpoint.BEST).write_text(json.dumps({"checkpoint": "step_10"}))
     _damage(checkpoint.checkpoint_dir(run, 10) / "__0_0.distcp", "truncate")
     assert load_trained(run).checkpoint == checkpoint.checkpoint_dir(run, 5)
+    with pytest.raises(ConfigError, match="step_10 is damaged .__0_0.distcp has"):  # asked for by name: refused
+        load_trained(run, "step_10")
+    with pytest.raises(ConfigError, match="step_99 does not exist"):
+        load_trained(run, "step_99")
     assert seqrec(["evaluate", str(run), "--split", "valid"]) == 0
     assert json.loads((run / "eval_valid.json").read_text())["checkpoint"].endswith("step_5")
     resumed = run_training(load_config(train_overrides(
