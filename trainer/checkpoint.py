@@ -251,6 +251,8 @@ def _agree(failure: str | None) -> None:
     """Barrier that also fails on every rank when one rank failed (so no rank waits for a commit that never comes)."""
     failed = torch.tensor([0.0 if failure is None else 1.0])
     if dist.is_initialized() and dist.get_world_size() > 1:
+        if dist.get_backend() == "nccl":  # nccl reduces device tensors only
+            failed = failed.to(torch.device("cuda", torch.cuda.current_device()))
         dist.all_reduce(failed)
     if failure is not None:
         raise ConfigError(f"cannot write checkpoint: {failure}")
