@@ -21,7 +21,7 @@ class Popularity(nn.Module):
         super().__init__()
         self.register_buffer("popularity", popularity.to(torch.float32))
 
-    def encode(self, batch) -> torch.Tensor:  # batch: trainer.data.batch.Batch (duck-typed)
+    def encode(self, batch) -> torch.Tensor:  # batch: modules.batch.Batch (duck-typed)
         """``(B, 1)`` ones: every user gets the same ranking."""
         return torch.ones(batch.user_idx.numel(), 1, device=self.popularity.device)
 

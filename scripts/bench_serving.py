@@ -55,7 +55,7 @@ def model_only(run: Path, repeats: int) -> None:
     from serving.inference import script
 
     trained = load_trained(run)
-    n = trained.model.config.num_items
+    n = trained.model.num_items
     variants = {
         "fp32": script(build_variant(trained.model, False, [])[0]),
         "int8 tables": script(build_variant(trained.model, True, [])[0]),

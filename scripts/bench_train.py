@@ -4,10 +4,10 @@ Ours is the real training path on one rank: a dataset folder made by ``seqrec pr
 ``../shared/data/sasrec-ml-1m/ml-1m.txt``, then `trainer.train.run_training` (DistributedModelParallel over a
 1-process gloo group, streaming jagged loader with length bucketing, FBGEMM fused row-wise Adagrad for the item
 table, AdamW for dense layers). Variants: ``fp32`` (defaults: TorchRec train pipeline on, chunked softmax,
-length-bucketed batches whose blocks run in 4 length groups), ``nogroups`` (``model.length_groups=1``),
+length-bucketed batches whose blocks run in 4 length groups), ``nogroups`` (``model.encoder.length_groups=1``),
 ``bf16`` (``trainer.bf16=true``), ``nopipe`` (``trainer.pipeline=false``, the plain loop), ``unchunked``
-(``model.softmax_chunk=0``: the plain cross entropy over materialised logits), ``nobucket``
-(``data.bucket_batches=1 model.length_groups=1``: random batches, each padded to its longest), ``groups4`` /
+(``model.objective.softmax_chunk=0``: the plain cross entropy over materialised logits), ``nobucket``
+(``data.bucket_batches=1 model.encoder.length_groups=1``: random batches, each padded to its longest), ``groups4`` /
 ``groups8`` (random batches whose blocks run on 4 / 8 length-sorted groups, as the accuracy experiments train)
 and ``2ranks`` (torchrun, 2 ranks).
 
@@ -81,12 +81,12 @@ VARIANTS = {
     "fp32": [],
     "bf16": ["trainer.bf16=true"],
     "nopipe": ["trainer.pipeline=false"],
-    "unchunked": ["model.softmax_chunk=0"],  # the plain (T, N)-logits cross entropy
-    "nogroups": ["model.length_groups=1"],  # bucketed batches, the blocks on the whole batch
-    "nobucket": ["data.bucket_batches=1", "model.length_groups=1"],  # random batches, padded to their longest
+    "unchunked": ["model.objective.softmax_chunk=0"],  # the plain (T, N)-logits cross entropy
+    "nogroups": ["model.encoder.length_groups=1"],  # bucketed batches, the blocks on the whole batch
+    "nobucket": ["data.bucket_batches=1", "model.encoder.length_groups=1"],  # random batches, padded to their longest
     # random batches, the blocks run on 4 / 8 length-sorted groups of each (same outputs, less padding)
-    "groups4": ["data.bucket_batches=1", "model.length_groups=4"],
-    "groups8": ["data.bucket_batches=1", "model.length_groups=8"],
+    "groups4": ["data.bucket_batches=1", "model.encoder.length_groups=4"],
+    "groups8": ["data.bucket_batches=1", "model.encoder.length_groups=8"],
     "2ranks": [],
 }
 MAX_LEN, BLOCKS, HEADS, BATCH, DROPOUT, LR = 200, 2, 1, 128, 0.2, 1e-3
@@ -266,10 +266,10 @@ def ours_overrides(dataset: Path, out: Path, loss: str, dim: int, run_id: str, *
         f"data.max_len={MAX_LEN}",
         f"data.batch_size={BATCH}",
         f"model.dim={dim}",
-        f"model.num_blocks={BLOCKS}",
-        f"model.num_heads={HEADS}",
-        f"model.dropout={DROPOUT}",
-        f"model.loss={loss}",
+        f"model.encoder.num_blocks={BLOCKS}",
+        f"model.encoder.num_heads={HEADS}",
+        f"model.encoder.dropout={DROPOUT}",
+        f"model.objective.loss={loss}",
         "trainer.experiment=bench_train",
         f"trainer.run_id={run_id}",
         "trainer.progress=false",
@@ -359,14 +359,42 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
-def print_table(rows: dict[str, dict]) -> None:
+def matmul_gflops(seconds: float = 1.0, size: int = 2048) -> float:
+    """This machine's fp32 matmul rate (GFLOP/s) at the current thread count: the ceiling MFU is measured against."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        calls += 1
+    return 2 * size**3 * calls / (time.perf_counter() - start) / 1e9
+
+
+def useful_flops(tokens: int, sequences: int, dim: int, loss: str, num_items: int) -> float:
+    """Model FLOPs of training on ``tokens`` real positions in ``sequences`` histories (forward + 2x backward).
+
+    Per real token and block: Q/K/V/output projections ``8 D^2``, feed-forward (width D) ``4 D^2``, causal
+    attention ``4 D`` per visible key (``(L + 1) / 2`` keys on average, L = tokens per sequence); the loss
+    scores each target against the catalogue (``2 D N``, full softmax) or a positive and a negative (BCE).
+    Padding, lookups and optimizer steps are not useful work and not counted.
+    """
+    keys = (tokens / max(sequences, 1) + 1) / 2
+    per_token = BLOCKS * (12 * dim * dim + 4 * dim * keys) + (2 * dim * num_items if loss == "softmax" else 4 * dim)
+    return 3.0 * per_token * tokens
+
+
+def print_table(rows: dict[str, dict], dim: int, loss: str, num_items: int, peak: float) -> None:
     base = rows["baseline"]
     base_seq, base_tok = base["sequences"] / base["seconds"], base["tokens"] / base["seconds"]
-    print(f"{'variant':<10} {'steps s':>8} {'seq/s':>8} {'tokens/s':>9} {'tok/seq':>8} {'x seq/s':>8} {'x tok/s':>8}")
+    print(f"{'variant':<10} {'steps s':>8} {'seq/s':>8} {'tokens/s':>9} {'tok/seq':>8} {'x seq/s':>8} {'x tok/s':>8} "
+          f"{'GFLOP/s':>8} {'MFU':>6}")
     for name, r in rows.items():
         seq_s, tok_s = r["sequences"] / r["seconds"], r["tokens"] / r["seconds"]
+        gflops = useful_flops(r["tokens"], r["sequences"], dim, loss, num_items) / r["seconds"] / 1e9
         print(f"{name:<10} {r['seconds']:8.2f} {seq_s:8.1f} {tok_s:9.0f} {r['tokens'] / r['sequences']:8.1f} "
-              f"{seq_s / base_seq:8.2f} {tok_s / base_tok:8.2f}")
+              f"{seq_s / base_seq:8.2f} {tok_s / base_tok:8.2f} {gflops:8.1f} {gflops / peak:6.1%}")
+    print(f"MFU: useful model FLOPs per second over this machine's measured fp32 matmul rate, {peak:.0f} GFLOP/s "
+          f"(2048^2, {torch.get_num_threads()} threads)")
 
 
 def throughput(args: argparse.Namespace, dataset: Path, out: Path) -> None:
@@ -381,9 +409,10 @@ def throughput(args: argparse.Namespace, dataset: Path, out: Path) -> None:
         else:
             rows[variant] = measure_ours(dataset, out, args, variant)
         print(f"  {variant} done; {load()}", flush=True)
+    peak = matmul_gflops()
     print(f"\nSASRec ML-1M, loss={args.loss}, max_len {MAX_LEN}, dim {args.dim}, {BLOCKS} blocks, {HEADS} head, "
           f"batch {BATCH}; {args.steps} steps timed after {args.warmup} warm-up; {machine()}")
-    print_table(rows)
+    print_table(rows, args.dim, args.loss, num_items, peak)
 
 
 def quality(args: argparse.Namespace, dataset: Path, out: Path) -> None:

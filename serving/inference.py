@@ -1,22 +1,23 @@
 """The inference module: plain tensors in, top-k over the whole catalogue out, scriptable with TorchScript.
 
-`TopKRecommender` wraps the parts of a trained SASRec that inference needs (the item table, the position table,
-the transformer blocks and the final norm) behind a signature any server can call::
+`Retriever` wraps what any retrieval model's `retrieval_export` hands over (`modules.contract.RetrievalExport`):
+its item table, its OWN query module and, for untied weights, its scoring rows; the item matrix is computed once
+at export. Every registered model is served by the same signature::
 
-    scores, items = model(history, lengths, k, exclude_seen)
+    scores, items = model(history, lengths, k, exclude_seen[, timestamps])
     # history: (T,) int64 item indices 1..N, the histories of B requests concatenated (oldest first)
-    # lengths: (B,) int64, every length >= 1
+    # lengths: (B,) int64, every length >= 1; timestamps: optional (T,) int64 event times (zeros if absent)
     # k: int, exclude_seen: bool
     # scores: (B, k) float32, items: (B, k) int64 item indices 1..N, best first
 
 Histories longer than ``max_len`` are cut to their most recent ``max_len`` items for encoding; ``exclude_seen``
 masks every item of the full history. A request whose unseen items number fewer than ``k`` gets ``-inf``
-scores in its tail (the caller drops them). The item table (fp32 or INT8 TorchRec quantized) is part of the
-module, so a saved artefact is self-contained.
+scores in its tail (the caller drops them). The rows (fp32, or INT8 with one scale per row: `serving.quantize`)
+are part of the module, so a saved artefact is self-contained; with tied weights one copy of the table serves
+both the history lookup and the scoring.
 
-Scripting: ``torch.jit.script(torchrec.fx.symbolic_trace(module))``. The transformer blocks are traced by FX
-(their forward unpacks tensors, which TorchScript cannot script directly); every data-dependent step (sizes,
-truncation, masks) lives in a `torch.fx.wrap`-ed function that FX keeps as one call and TorchScript compiles.
+Scripting: ``torch.jit.script(torchrec.fx.symbolic_trace(module))``. The query module is traced by FX (encoders
+keep their data-dependent steps in `torch.fx.wrap`-ed functions, which TorchScript compiles).
 """
 
 # No `from __future__ import annotations`: FX and TorchScript read these annotations as real types.
@@ -29,13 +30,14 @@ from typing import BinaryIO
 import fbgemm_gpu  # noqa: F401  (registers fbgemm ops used by the tables and the jagged helpers)
 import torch
 from torch import nn
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from serving.quantize import FX_LEAVES
 
 
-def truncate_recent(values: torch.Tensor, lengths: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep the last ``max_len`` items of each jagged history: ``(T,), (B,) -> (T',), (B,)``."""
+def truncate_recent(
+    values: torch.Tensor, lengths: torch.Tensor, max_len: int, timestamps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keep the last ``max_len`` items (and their timestamps) of each jagged history: ``(T,), (B,) -> (T',), (B,)``."""
     kept = lengths.clamp(max=max_len)
     ends = torch.cumsum(lengths, 0)
     new_offsets = torch.cumsum(kept, 0) - kept
@@ -44,39 +46,14 @@ def truncate_recent(values: torch.Tensor, lengths: torch.Tensor, max_len: int) -
         new_offsets, kept, output_size=total
     )
     index = torch.repeat_interleave(ends - kept, kept, output_size=total) + within
-    return values[index], kept
+    return values[index], kept, timestamps[index]
 
 
-def item_kjt(values: torch.Tensor, lengths: torch.Tensor, num_items: int) -> KeyedJaggedTensor:
-    """One lookup for everything: ``history`` = the histories, ``target`` = the whole catalogue ``1..N``
-    (all in example 0), ``negatives`` empty. One call of the (quantized) collection serves encode and scoring."""
-    catalogue = torch.arange(1, num_items + 1, dtype=torch.int64, device=values.device)
-    target_lengths = torch.zeros_like(lengths)
-    target_lengths[0] = num_items
-    return KeyedJaggedTensor(
-        keys=["history", "target", "negatives"],  # = ITEM_FEATURES (TorchScript needs a literal)
-        values=torch.cat([values, catalogue]),
-        lengths=torch.cat([lengths, target_lengths, torch.zeros_like(lengths)]),
-    )
-
-
-def padded_input(
-    embedded: torch.Tensor, lengths: torch.Tensor, positions: torch.Tensor, max_len: int
-) -> torch.Tensor:
-    """Right-padded ``(B, Lmax, D)`` encoder input, exactly as `modules.sasrec.SASRecEncoder` builds it:
-    embeddings * sqrt(D) + position counted from the end, zero at padding."""
-    longest = int(lengths.max())
-    offsets = torch.cat([torch.zeros(1, dtype=torch.int64, device=lengths.device), torch.cumsum(lengths, 0)])
-    x = torch.ops.fbgemm.jagged_to_padded_dense(embedded, [offsets], [longest], 0.0)
-    cols = torch.arange(longest, device=lengths.device)
-    index = (max_len - lengths[:, None] + cols).clamp(max=max_len - 1)
-    real = (cols < lengths[:, None]).unsqueeze(-1)
-    return (x * math.sqrt(embedded.shape[1]) + positions[index]) * real
-
-
-def last_position(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Row ``lengths[b] - 1`` of each example: ``(B, L, D) -> (B, D)``."""
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
+def timestamps_or_zeros(timestamps: torch.Tensor | None, history: torch.Tensor) -> torch.Tensor:
+    """The request's timestamps, or zeros shaped like ``history`` when it sent none."""
+    if timestamps is None:
+        return torch.zeros_like(history)
+    return timestamps
 
 
 def top_k(
@@ -96,7 +73,7 @@ def top_k(
     return best, index + 1
 
 
-for _fn in ("truncate_recent", "item_kjt", "padded_input", "last_position", "top_k"):
+for _fn in ("truncate_recent", "timestamps_or_zeros", "top_k"):
     torch.fx.wrap(_fn)
 
 
@@ -111,61 +88,91 @@ class Fp32Rows(nn.Module):
         return self.values
 
 
-class TopKRecommender(nn.Module):
-    """Sequence encoder + full-catalogue top-k, fed with plain tensors (see the module docstring).
+class Retriever(nn.Module):
+    """A retrieval model's query module + full-catalogue top-k, fed with plain tensors (see the module docstring).
 
     Args:
-        item_ec: the item `EmbeddingCollection` (features history/target/negatives), fp32 or TorchRec-quantized.
-        positions: ``(max_len, D)`` position table (kept as `Fp32Rows`; export may swap in
-            `serving.quantize.Int8Rows`, which returns the same table stored INT8).
-        blocks: the trained transformer blocks (optionally dynamic-INT8 / pruned).
-        final_norm: the encoder's final LayerNorm.
-        num_items: N.
+        table: module whose ``forward()`` returns the ``(R, D)`` input item table (`Fp32Rows`, or
+            `serving.quantize.Int8Rows`); history ids index it.
+        query: ``(embedded (T, D), lengths (B,), timestamps (T,)) -> (B, D)`` (the model's own, eval mode).
+        catalogue: rows of items ``1..N`` for scoring (a module like ``table``), or None: ``table()[1 : N + 1]``.
+        num_items: N. max_len: the longest history the model encodes.
     """
 
     def __init__(
-        self,
-        item_ec: nn.Module,
-        positions: torch.Tensor,
-        blocks: nn.ModuleList,
-        final_norm: nn.Module,
-        num_items: int,
+        self, table: nn.Module, query: nn.Module, catalogue: nn.Module | None, num_items: int, max_len: int
     ) -> None:
         super().__init__()
-        self.item_ec = item_ec
-        self.blocks = blocks
-        self.final_norm = final_norm
-        self.num_items = num_items
-        self.positions: nn.Module = Fp32Rows(positions)  # forward() -> (max_len, D)
-        self.max_len = positions.shape[0]
+        self.table, self.query = table, query
+        self.catalogue = catalogue if catalogue is not None else nn.Identity()
+        self.tied = catalogue is None
+        self.num_items, self.max_len = num_items, max_len
 
     def forward(
-        self, history: torch.Tensor, lengths: torch.Tensor, k: int, exclude_seen: bool
+        self, history: torch.Tensor, lengths: torch.Tensor, k: int, exclude_seen: bool,
+        timestamps: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(scores (B, k), items (B, k))`` for jagged ``history (T,)``, ``lengths (B,)``, every length >= 1."""
-        query, catalogue = self.encode_and_catalogue(history, lengths)
+        query, catalogue = self.encode_and_catalogue(history, lengths, timestamps_or_zeros(timestamps, history))
         return top_k(query, catalogue, history, lengths, k, exclude_seen)
 
     def encode_and_catalogue(
-        self, history: torch.Tensor, lengths: torch.Tensor
+        self, history: torch.Tensor, lengths: torch.Tensor, timestamps: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Query ``(B, D)`` of each history and the catalogue embeddings ``(N, D)`` (rows of items 1..N)."""
-        recent, recent_lengths = truncate_recent(history, lengths, self.max_len)
-        looked_up = self.item_ec(item_kjt(recent, recent_lengths, self.num_items))
-        x = padded_input(looked_up["history"].values(), recent_lengths, self.positions(), self.max_len)
-        for block in self.blocks:
-            x = block(x, True)
-        return last_position(self.final_norm(x), recent_lengths), looked_up["target"].values()
+        recent, recent_lengths, recent_times = truncate_recent(history, lengths, self.max_len, timestamps)
+        rows = self.table()
+        query = self.query(rows[recent], recent_lengths, recent_times)
+        catalogue = rows[1 : self.num_items + 1] if self.tied else self.catalogue()
+        return query, catalogue
 
 
-def from_sasrec(model: nn.Module) -> TopKRecommender:
-    """A `TopKRecommender` sharing the modules of an unsharded, tied-weights `modules.sasrec.SASRec` (eval mode)."""
-    if getattr(model, "out_ec", None) is not None:
-        raise ValueError("export supports tied item weights only (model.tie_weights=true)")
-    encoder = model.encoder
-    module = TopKRecommender(
-        model.item_ec, encoder.positions.weight, encoder.blocks, encoder.final_norm, model.config.num_items
-    )
+def two_stage_top_k(
+    retrieved: torch.Tensor, candidates: torch.Tensor, query: torch.Tensor, catalogue: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Re-rank each row's ``candidates (B, C)`` (item indices, ``-inf``-scored ones dropped last) by the ranker's
+    ``query (B, D) · catalogue[candidate]``; the top ``k`` as ``(scores, items)``."""
+    rows = catalogue[candidates - 1]  # (B, C, D)
+    scores = (rows * query[:, None, :]).sum(-1)
+    scores = scores.masked_fill(torch.isinf(retrieved), -math.inf)
+    best, index = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+    return best, torch.gather(candidates, 1, index)
+
+
+torch.fx.wrap("two_stage_top_k")
+
+
+class TwoStage(nn.Module):
+    """Retrieve-then-rank with the same signature as `Retriever`: the first stage's top ``retrieve`` items (seen
+    ones excluded when asked), re-scored by the second stage's own query module; ``k <= retrieve``.
+
+    Args:
+        retriever, ranker: `Retriever` modules (e.g. two towers, then a sequence model) over one catalogue.
+        retrieve: candidates handed from the first stage to the second.
+    """
+
+    def __init__(self, retriever: Retriever, ranker: Retriever, retrieve: int) -> None:
+        super().__init__()
+        self.retriever, self.ranker, self.retrieve = retriever, ranker, retrieve
+
+    def forward(
+        self, history: torch.Tensor, lengths: torch.Tensor, k: int, exclude_seen: bool,
+        timestamps: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        times = timestamps_or_zeros(timestamps, history)
+        retrieved, candidates = self.retriever(history, lengths, self.retrieve, exclude_seen, times)
+        query, catalogue = self.ranker.encode_and_catalogue(history, lengths, times)
+        return two_stage_top_k(retrieved, candidates, query, catalogue, k)
+
+
+def retriever_of(model: nn.Module) -> Retriever:
+    """A `Retriever` of an unsharded retrieval model (`modules.contract.Recommender`), in eval mode; the query
+    module is a copy, so compressing the retriever leaves the model as it was."""
+    import copy
+
+    parts = model.retrieval_export()
+    catalogue = Fp32Rows(parts.catalogue) if parts.catalogue is not None else None
+    module = Retriever(Fp32Rows(parts.table), copy.deepcopy(parts.query), catalogue, model.num_items, parts.max_len)
     return module.eval()
 
 

@@ -2,14 +2,15 @@
 
 * Tables: TorchRec's quantized `EmbeddingCollection` (row-wise INT8 with an fp16 scale and bias per row, FBGEMM
   kernels). `quantize_embeddings` only swaps collections that are *children* of the module it is given, so it is
-  applied to the parent (`TopKRecommender`), never to the collection itself.
+  applied to a parent module, never to the collection itself. The served `serving.inference.Retriever` stores its
+  item rows as `Int8Rows` instead (the same row-wise INT8, one copy serving history lookup and scoring).
 * Linears: `torch.ao.quantization.quantize_dynamic` per layer group (``attention``: qkv/out projections,
   ``ffn``: feed-forward). Dynamic INT8 pays a per-call activation quantization, which at small widths costs more
   than it saves, so `choose_dense_groups` picks the fastest set of groups timed on a representative input and
   keeps fp32 *compute* where INT8 is not faster. Those groups can still be *stored* in INT8 (`store_int8`:
   per-output-channel symmetric weights, dequantized once when the module is built or loaded), so the artefact
   shrinks without the slower kernels.
-* Positions: the position table is stored the same way (`Int8Rows`, one scale per row).
+* Positions: an encoder's embedding tables (position table) are stored the same way (`Int8Embedding`).
 * Pruning: unstructured magnitude pruning (zero the smallest ``|w|`` of each tensor), per layer type ``linear``
   (the blocks' linear weights) and ``embedding`` (the item table). Zeros do not shrink a dense artefact; the
   point is measuring what sparsity costs in NDCG before investing in sparse kernels.
@@ -119,9 +120,30 @@ class Int8StoredLinear(nn.Module):
         return torch.nn.functional.linear(x, self.weight_int8(), self.bias)
 
 
+class Int8Embedding(nn.Module):
+    """An embedding lookup (e.g. a position table) over `Int8Rows`: ``forward(index) -> rows[index]``."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.rows = Int8Rows(weight)
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        return self.rows()[index]
+
+
 # Modules FX must keep whole when tracing for TorchScript: traced through, the dequantized fp32 value of their INT8
 # buffers would be folded into a constant of the scripted model (which would then not be smaller at all).
-FX_LEAVES = (Int8Rows.__name__, Int8StoredLinear.__name__)
+FX_LEAVES = (Int8Rows.__name__, Int8StoredLinear.__name__, Int8Embedding.__name__)
+
+
+def store_embeddings_int8(module: nn.Module) -> nn.Module:
+    """Replace every `nn.Embedding` inside ``module`` (e.g. an encoder's position table) by `Int8Embedding`."""
+    for name, child in list(module.named_modules()):
+        if isinstance(child, nn.Embedding) and name:
+            parent_name, _, attr = name.rpartition(".")
+            parent = module.get_submodule(parent_name) if parent_name else module
+            setattr(parent, attr, Int8Embedding(child.weight))
+    return module
 
 
 def stored_groups(dynamic_groups: Iterable[str]) -> list[str]:
@@ -172,28 +194,19 @@ def interleaved_ms(calls: dict[str, Callable[[], object]], repeats: int, warmup:
     return times
 
 
-def _run_blocks(blocks: nn.Module):
-    def run(x: torch.Tensor) -> torch.Tensor:
-        for block in blocks:
-            x = block(x, True)
-        return x
-
-    return run
-
-
 def dense_combinations() -> list[tuple[str, ...]]:
     """Every non-empty set of `DENSE_GROUPS`, smallest first: the dynamic-INT8 choices `time_dense_groups` times."""
     return [combo for size in range(1, len(DENSE_GROUPS) + 1) for combo in itertools.combinations(DENSE_GROUPS, size)]
 
 
 def time_dense_groups(
-    blocks: nn.ModuleList, example: torch.Tensor, repeats: int = 20
+    module: nn.Module, call: Callable[[nn.Module], object], repeats: int = 20
 ) -> dict[str, dict[str, float]]:
-    """Median latency (ms) of the blocks on ``example (B, L, D)`` (`interleaved_ms`): fp32, and with each set of
-    groups in INT8 (keyed like ``"attention+ffn"``). Sets, not single groups: what one group's INT8 kernels save
-    can be too little to show alone and still add up with the other's."""
-    trials = {"fp32": blocks, **{"+".join(c): quantize_dense(copy.deepcopy(blocks), c) for c in dense_combinations()}}
-    ms = interleaved_ms({name: functools.partial(_run_blocks(b), example) for name, b in trials.items()}, repeats)
+    """Median latency (ms) of ``call(module)`` (`interleaved_ms`): fp32, and with each set of groups in INT8 (keyed
+    like ``"attention+ffn"``). Sets, not single groups: what one group's INT8 kernels save can be too little to
+    show alone and still add up with the other's."""
+    trials = {"fp32": module, **{"+".join(c): quantize_dense(copy.deepcopy(module), c) for c in dense_combinations()}}
+    ms = interleaved_ms({name: functools.partial(call, m) for name, m in trials.items()}, repeats)
     median = {name: statistics.median(t) for name, t in ms.items()}
     timings = {"fp32": {"ms": median["fp32"]}}
     for name in trials:
@@ -221,27 +234,27 @@ def magnitude_prune(tensor: torch.Tensor, sparsity: float) -> None:
     flat[smallest] = 0.0
 
 
-def prune_targets(blocks: nn.Module, item_ec: nn.Module, layers: Sequence[str]) -> list[torch.Tensor]:
-    """The weight tensors pruned for each layer type in ``layers`` (biases and norms are never pruned)."""
+def prune_targets(dense: nn.Module, tables: Sequence[torch.Tensor], layers: Sequence[str]) -> list[torch.Tensor]:
+    """The weight tensors pruned for each layer type in ``layers`` (biases and norms are never pruned): the
+    linears of ``dense`` and the item ``tables`` (callers leave out row 0, the never-looked-up padding row)."""
     unknown = sorted(set(layers) - set(PRUNE_LAYERS))
     if unknown:
         raise ValueError(f"prune layer types must be among {PRUNE_LAYERS}, got {unknown}")
     tensors = []
     if "linear" in layers:
-        tensors += [m.weight for m in blocks.modules() if isinstance(m, nn.Linear)]
+        tensors += [m.weight for m in dense.modules() if isinstance(m, nn.Linear)]
     if "embedding" in layers:
-        # Row 0 (padding) is never looked up; pruning it would only inflate the reported sparsity.
-        tensors += [table.weight[1:] for table in item_ec.embeddings.values()]
+        tensors += list(tables)
     return tensors
 
 
 @torch.no_grad()
-def prune(blocks: nn.Module, item_ec: nn.Module, sparsity: float, layers: Sequence[str]) -> float:
+def prune(dense: nn.Module, tables: Sequence[torch.Tensor], sparsity: float, layers: Sequence[str]) -> float:
     """Magnitude-prune each target tensor to ``sparsity`` (in place, fp32, before quantization); returns the
     fraction of zeros achieved over all targets."""
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"prune sparsity must be in [0, 1), got {sparsity}")
-    targets = prune_targets(blocks, item_ec, layers)
+    targets = prune_targets(dense, tables, layers)
     for tensor in targets:
         magnitude_prune(tensor, sparsity)
     return sparsity_of(targets)

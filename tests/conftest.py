@@ -44,7 +44,7 @@ def train_overrides(dataset: Path, out: Path, *extra: str) -> list[str]:
         "data.eval_batch_size=128",
         "data.max_len=20",
         "model.dim=16",
-        "model.dropout=0.0",
+        "model.encoder.dropout=0.0",
         "trainer.epochs=2",
         "trainer.progress=false",
         "trainer.log_every=5",

@@ -16,19 +16,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from modules import registry
 from trainer.errors import ConfigError
+from trainer.phases import PhaseConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 WINDOWS = ("last", "random")  # = trainer.data.loader.WINDOWS (not imported: that module pulls in torch)
 SHARDINGS = ("auto", "table_wise", "row_wise", "column_wise", "replicated")
-LOSSES = ("softmax", "sampled_softmax", "bce", "bpr", "gbce")
-LOSS_NEGATIVES = {
-    "softmax": "none",
-    "sampled_softmax": "popularity",
-    "bce": "uniform",
-    "bpr": "uniform",
-    "gbce": "uniform",
-}
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -43,33 +37,13 @@ class DataConfig:
     # batches' worth of examples sorted by length together (1 = random batches); bucketing pads less (~1.5x
     # faster on ML-1M) but its length-homogeneous batches trained to ~0.01 lower NDCG@10 there
     bucket_batches: int = 16
-    # "auto" picks what the loss needs: softmax none, sampled softmax popularity, bce/bpr/gbce uniform
+    # "auto": what the model's objective declares (softmax none, sampled softmax popularity, bce/bpr/gbce uniform)
     negatives: str = "auto"
     num_negatives: int = 1
     popularity_alpha: float = 1.0
     # Training window of a user with more than max_len + 1 train items: "last" (the most recent ones, as SASRec)
     # or "random" (a uniformly placed window each epoch, so older items are trained on too)
     window: str = "last"
-
-
-@dataclasses.dataclass(kw_only=True)
-class ModelConfig:
-    """The recommender and its hyper-parameters (modules.sasrec.SASRecConfig for ``name=sasrec``)."""
-
-    name: str = "sasrec"
-    dim: int = 64
-    num_blocks: int = 2
-    num_heads: int = 1
-    dropout: float = 0.2
-    attn_backend: str = "sdpa"
-    loss: str = "softmax"
-    tie_weights: bool = True
-    gbce_t: float = 0.75
-    temperature: float = 1.0
-    softmax_chunk: int = 256  # full/sampled softmax in blocks of this many targets (~2x faster on CPU); 0 = plain
-    block: str = "pre_ln"  # pre_ln | normed_residual (original SASRec: residuals from the normalised input)
-    position_init_std: float = 0.02
-    length_groups: int = 4  # the blocks run on this many length-sorted groups of each batch (less padding)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -129,6 +103,10 @@ class TrainerConfig:
     init_from: str | None = None  # run folder or checkpoint to fine-tune from (weights only)
     progress: bool = True
     test_at_end: bool = True
+    # intra-op threads per process; 0: OMP_NUM_THREADS if set, else cores / max(local ranks, training processes)
+    threads: int = 0
+    # multi-phase training (trainer.phases): phases run one after another, each from the weights the last ended with
+    phases: list[PhaseConfig] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -136,7 +114,8 @@ class TrainConfig:
     """Everything ``seqrec train`` reads; each component receives only its own part."""
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    # the registered model's own config dataclass (`modules.registry`), chosen by ``model.name``
+    model: Any = None
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
@@ -150,8 +129,12 @@ def load_config(
     from hydra.core.config_store import ConfigStore
     from hydra.errors import HydraException
 
-    # configs/train.yaml lists `train_schema` first in its defaults, so overrides are checked against the schema.
-    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    # configs/train.yaml lists `train_schema` first in its defaults, and every configs/model/<name>.yaml its
+    # `<name>_schema` (the registered model's config dataclass), so overrides are checked against the schemas.
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    for model_name in registry.names():
+        store.store(group="model", name=f"{model_name}_schema", node=registry.get(model_name).config)
     try:
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
             composed = compose(config_name=name, overrides=list(overrides))
@@ -161,24 +144,54 @@ def load_config(
 
 
 def from_dict(raw: DictConfig | dict[str, Any]) -> TrainConfig:
-    """Merge a plain/omegaconf mapping into the schema (struct mode: unknown keys are errors) and validate."""
-    schema = OmegaConf.structured(TrainConfig)
-    OmegaConf.set_struct(schema, True)
+    """Merge a plain/omegaconf mapping into the schema (struct mode: unknown keys are errors) and validate.
+
+    The ``model`` section is merged into the config dataclass of the model its ``name`` selects.
+    """
     if isinstance(raw, DictConfig):  # plain data, so keys forced in with `+key=` are checked too
         raw = OmegaConf.to_container(raw, resolve=True)
+    raw = dict(raw)
+    model_raw = raw.pop("model", None) or {}
+    schema = OmegaConf.structured(TrainConfig)
+    OmegaConf.set_struct(schema, True)
     try:
-        merged = OmegaConf.merge(schema, raw)
-        cfg = OmegaConf.to_object(merged)
+        cfg = OmegaConf.to_object(OmegaConf.merge(schema, raw))
+        model = _model_config(model_raw)
     except OmegaConfBaseException as exc:
         raise ConfigError(_one_line(exc)) from exc
     assert isinstance(cfg, TrainConfig)
+    cfg.model = model
     validate(cfg)
     return cfg
 
 
+def _model_config(raw: Any) -> Any:
+    """The registered model config dataclass for ``raw["name"]``, with ``raw`` merged in (struct mode)."""
+    if dataclasses.is_dataclass(raw):
+        raw = dataclasses.asdict(raw)
+    name = raw.get("name") if isinstance(raw, dict) else None
+    if not name:
+        raise ConfigError(f"model.name is missing; choose one of {', '.join(registry.names())}")
+    try:
+        entry = registry.get(name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    schema = OmegaConf.structured(entry.config)
+    OmegaConf.set_struct(schema, True)
+    merged = OmegaConf.merge(schema, _prefixed(raw))
+    return OmegaConf.to_object(merged)
+
+
+def _prefixed(raw: dict[str, Any]) -> DictConfig:
+    """``raw`` as a DictConfig whose error messages name keys as ``model.<key>``."""
+    node = OmegaConf.create({"model": raw})
+    return node.model
+
+
 def to_yaml(cfg: TrainConfig) -> str:
     """The resolved config as YAML (written into every run folder)."""
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    plain = dataclasses.asdict(cfg)
+    return OmegaConf.to_yaml(OmegaConf.create(plain))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -193,25 +206,24 @@ def _one_line(exc: BaseException) -> str:
 
 
 def resolve_negatives(cfg: TrainConfig) -> str:
-    """The sampler the loss needs when ``data.negatives=auto``."""
-    return LOSS_NEGATIVES[cfg.model.loss] if cfg.data.negatives == "auto" else cfg.data.negatives
+    """The sampler of training negatives: the model's declared need when ``data.negatives=auto``."""
+    return cfg.model.loader_needs().negatives if cfg.data.negatives == "auto" else cfg.data.negatives
 
 
 def validate(cfg: TrainConfig) -> None:
     """Cross-field checks at start-up; each message names the setting to change."""
     m, d, o, t, e = cfg.model, cfg.data, cfg.optim, cfg.trainer, cfg.eval
-    if m.loss not in LOSSES:
-        raise ConfigError(f"model.loss={m.loss!r} is unknown; choose one of {LOSSES}")
+    try:
+        m.validate()  # every component of the model checks its own config
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     checks = [
-        (m.attn_backend in ("sdpa", "naive"), "model.attn_backend must be sdpa or naive"),
-        (m.dim % m.num_heads == 0, f"model.dim={m.dim} must be divisible by model.num_heads={m.num_heads}"),
-        (m.length_groups >= 1, f"model.length_groups must be >= 1, got {m.length_groups}"),
-        (m.dim % 4 == 0, f"model.dim={m.dim} must be a multiple of 4 (FBGEMM embedding kernels need it)"),
         (d.max_len >= 1 and d.batch_size >= 1, "data.max_len and data.batch_size must be >= 1"),
         (d.negatives in ("auto", "none", "uniform", "popularity", "in_batch"), "data.negatives is unknown"),
         (
-            m.loss == "softmax" or resolve_negatives(cfg) != "none",
-            f"model.loss={m.loss} needs negatives; set data.negatives=uniform|popularity|in_batch (or auto)",
+            m.loader_needs().negatives == "none" or resolve_negatives(cfg) != "none",
+            f"model.objective.loss={getattr(getattr(m, 'objective', None), 'loss', '?')} needs negatives; "
+            "set data.negatives=uniform|popularity|in_batch (or auto)",
         ),
         (
             o.sparse_optimizer in ("adam", "rowwise_adagrad", "adagrad", "sgd"),
@@ -231,6 +243,7 @@ def validate(cfg: TrainConfig) -> None:
         ),
         (d.window in WINDOWS, f"data.window={d.window!r} is unknown; choose one of {', '.join(WINDOWS)}"),
         (t.eval_split in ("valid", "test"), "trainer.eval_split must be valid or test"),
+        (t.threads >= 0, f"trainer.threads must be >= 0 (0: fit the machine), got {t.threads}"),
         (not (t.resume and t.init_from), "trainer.resume and trainer.init_from exclude each other; set one"),
         (
             all(k >= 1 for k in e.ks) and 10 in e.ks,
@@ -240,3 +253,7 @@ def validate(cfg: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    if t.phases:  # every phase's own config is checked now, before anything is written
+        from trainer.phases import phase_configs
+
+        phase_configs(cfg)

@@ -19,11 +19,12 @@ import torch.distributed as dist
 from fbgemm_gpu.split_embedding_configs import EmbOptimType
 from torch import nn
 from torchrec.distributed.embedding import EmbeddingCollectionSharder
+from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
 from torchrec.distributed.planner.types import ParameterConstraints
 from torchrec.distributed.types import ShardingEnv, ShardingPlan, ShardingType
-from torchrec.modules.embedding_modules import EmbeddingCollection
+from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 
 from trainer.config import OptimConfig
@@ -99,19 +100,25 @@ def _constraints(model: nn.Module, sharding: str, device: torch.device) -> dict[
         allowed.append(ShardingType.DATA_PARALLEL.value)
     if sharding != "auto":
         allowed = [sharding]
-    tables = [
-        cfg.name
-        for m in model.modules()
-        if isinstance(m, EmbeddingCollection)
-        for cfg in m.embedding_configs()
+    tables = [cfg.name for m in model.modules() if isinstance(m, EmbeddingCollection) for cfg in m.embedding_configs()]
+    constraints = {name: ParameterConstraints(sharding_types=allowed) for name in tables}
+    # Pooled side-feature tables (EmbeddingBagCollection): TorchRec has no CPU row-wise kernel for them (and they
+    # are small), so they take the allowed types their sharder supports here, else table-wise.
+    bag_types = set(EmbeddingBagCollectionSharder().sharding_types(device.type))
+    bags = [t for t in allowed if t in bag_types and t != ShardingType.DATA_PARALLEL.value] or [
+        ShardingType.TABLE_WISE.value
     ]
-    return {name: ParameterConstraints(sharding_types=allowed) for name in tables}
+    for m in model.modules():
+        if isinstance(m, EmbeddingBagCollection):
+            constraints.update({cfg.name: ParameterConstraints(sharding_types=bags) for cfg in m.embedding_bag_configs()})
+    return constraints
 
 
 def shard_model(
     model: nn.Module, env: DistEnv, optim: OptimConfig, sharding: str = "auto", batch_size: int = 128
 ) -> DistributedModelParallel:
-    """Shard every EmbeddingCollection of ``model`` (built on ``meta``) across ranks; dense layers go under DDP.
+    """Shard every EmbeddingCollection (item tables) and EmbeddingBagCollection (pooled side-feature tables) of
+    ``model`` (built on ``meta``) across ranks; dense layers go under DDP.
 
     Tables are updated by FBGEMM's fused optimizer inside backward (no dense gradients for tables). With
     ``sharding="replicated"`` no table is sharded: DMP wraps the whole model in DDP, so tables get dense
@@ -128,14 +135,15 @@ def shard_model(
                      "(optim.sparse_optimizer and optim.sparse_lr are not used)")
         plan, sharders = ShardingPlan(plan={}), []
     else:
-        sharder = EmbeddingCollectionSharder(fused_params=_fused_params(optim, env))
+        fused = _fused_params(optim, env)
+        sharders = [EmbeddingCollectionSharder(fused_params=fused), EmbeddingBagCollectionSharder(fused_params=fused)]
         planner = EmbeddingShardingPlanner(
             topology=Topology(world_size=env.world_size, compute_device=env.device.type),
             batch_size=batch_size,
             constraints=_constraints(model, sharding, env.device),
             debug=False,
         )
-        plan, sharders = planner.collective_plan(model, [sharder], dist.GroupMember.WORLD), [sharder]
+        plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
     return DistributedModelParallel(
         model,
         env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),

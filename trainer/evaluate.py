@@ -180,6 +180,13 @@ def add_arguments(parser: Any) -> None:
         "--split", choices=("valid", "test"), default="test", help="which targets (default: test)"
     )
     parser.add_argument(
+        "--rerank",
+        metavar="RANKER_RUN",
+        help="retrieve-then-rank: RUN retrieves --retrieve candidates, this run re-ranks them; reports both stages "
+        "alone and the two-stage list (eval_<split>_two_stage.json)",
+    )
+    parser.add_argument("--retrieve", type=int, default=100, help="candidates handed to --rerank (default 100)")
+    parser.add_argument(
         "overrides",
         nargs="*",
         metavar="KEY=VALUE",
@@ -204,6 +211,10 @@ def evaluate_popularity(folder: str | Path, split: str, cfg: EvalConfig, batch_s
 def run(args: Any) -> int:
     """Load the run's best-validation (else newest) checkpoint, any world size; write ``eval_<split>.json``
     (``eval_<split>_sampled<N>.json`` for the sampled protocol)."""
+    if getattr(args, "rerank", None):
+        from trainer.evaluation import two_stage
+
+        return two_stage.run(args)
     if args.popularity:
         from trainer.config import load_config
         from trainer.errors import ConfigError
@@ -223,6 +234,7 @@ def run(args: Any) -> int:
     from trainer.distributed import init_distributed, shard_model, shutdown_distributed
     from trainer.errors import ConfigError
     from trainer.model_factory import build_model
+    from trainer.tasks import task_of
 
     ckpt = checkpoint.best_checkpoint(args.run)
     if ckpt is None:
@@ -234,13 +246,15 @@ def run(args: Any) -> int:
     try:
         manifest = read_manifest(cfg.data.path)
         model = shard_model(
-            build_model(cfg.model, manifest.num_items, cfg.data.max_len, torch.device("meta")), env, cfg.optim
+            build_model(cfg.model, manifest.num_items, cfg.data.max_len, torch.device("meta"), cfg.data.path),
+            env, cfg.optim,
         )
         checkpoint.load(ckpt, model, None, expect={"model": cfg.model.name, "num_items": manifest.num_items})
+        task = task_of(cfg.model)
         loader_cfg = LoaderConfig(
             batch_size=cfg.data.eval_batch_size,
             max_len=cfg.data.max_len,
-            kind="last",
+            kind=task.eval_kind,
             split=args.split,
             shuffle=False,
         )
@@ -248,7 +262,7 @@ def run(args: Any) -> int:
         # the sampled protocol gets its own files: it must not replace the full-ranking results of the split
         name = args.split + (f"_sampled{cfg.eval.sampled_negatives}" if cfg.eval.sampled_negatives else "")
         per_user = run_dir / f"per_user_{name}.parquet" if cfg.eval.per_user else None
-        metrics = evaluate_model(model, loader, manifest, cfg.eval, env, per_user, progress=True)
+        metrics = task.evaluate(model, loader, manifest, cfg.eval, env, per_user, progress=True)
     finally:
         shutdown_distributed()
     if env.is_main:

@@ -1,31 +1,34 @@
-"""Build a recommender from its `ModelConfig` (shared by training, evaluation and export)."""
+"""Build a recommender from its registered config (shared by training, evaluation and export)."""
 
 from __future__ import annotations
 
-import dataclasses
+from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
 
-from trainer.config import ModelConfig
+from modules import registry
+from modules.contract import Recommender
 from trainer.errors import ConfigError
-
-MODELS = ("sasrec",)
 
 
 def build_model(
-    cfg: ModelConfig, num_items: int, max_len: int, device: torch.device | None = None
-) -> nn.Module:
-    """The model named by ``cfg.name`` for a catalogue of ``num_items`` items (tables on ``device``, e.g. meta)."""
-    if cfg.name == "sasrec":
-        from modules.sasrec import SASRec, SASRecConfig
+    cfg: Any, num_items: int, max_len: int, device: torch.device | None = None, dataset: str | Path | None = None
+) -> Recommender:
+    """The model ``cfg.name`` selects (its config dataclass) for ``num_items`` items (tables on ``device``, e.g. meta);
+    a model that uses side features reads them from the ``dataset`` folder.
 
-        # ModelConfig mirrors SASRecConfig's hyper-parameters (modules/ cannot import trainer/): copy them by name.
-        shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(SASRecConfig) if hasattr(cfg, f.name)}
-        config = SASRecConfig(num_items=num_items, max_len=max_len, **shared)
-        try:
-            config.validate()
-        except ValueError as exc:  # modules/ cannot raise our error types
-            raise ConfigError(str(exc)) from exc
-        return SASRec.from_config(config, device=device)
-    raise ConfigError(f"model.name={cfg.name!r} is unknown; choose one of {MODELS}")
+    Build-time checks that need the data (e.g. a catalogue too small for the objective) become `ConfigError`s.
+    """
+    features = {}
+    if dataset is not None and registry.get(cfg.name).features:
+        from trainer.data.features import load_side_features
+
+        features = {kind: load_side_features(dataset, kind) for kind in ("items", "users")}
+    try:
+        return registry.build(
+            cfg, num_items=num_items, max_len=max_len, device=device,
+            item_features=features.get("items"), user_features=features.get("users"),
+        )
+    except ValueError as exc:  # modules/ raises ValueError; the CLI prints ConfigError as one line
+        raise ConfigError(str(exc)) from exc

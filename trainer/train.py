@@ -2,9 +2,9 @@
 
 One file, read top to bottom: `Trainer` builds the loader, the sharded model and the optimizers from `TrainConfig`,
 then `train()` runs epochs of `train_step`s (TorchRec's `TrainPipelineSparseDist` overlaps the embedding
-all-to-all with compute; a plain loop is the fallback), evaluates on the validation split, keeps the best NDCG@10
-for early stopping, and writes DCP checkpoints (every N steps, at epoch ends, at the end and on SIGTERM). The
-checkpoint with the best validation NDCG@10 is recorded in ``best.json`` and kept; the final valid/test metrics are
+all-to-all with compute; a plain loop is the fallback), evaluates on the validation split, keeps the best value of
+the task's selection metric (`trainer.tasks`; NDCG@10 for retrieval) for early stopping, and writes DCP checkpoints (every N steps, at epoch ends, at the end and on SIGTERM). The
+checkpoint with the best validation metric is recorded in ``best.json`` and kept; the final valid/test metrics are
 those of that checkpoint (model selection on validation, as the published protocols do).
 
 Launch unchanged on one process, on ``torchrun --nproc-per-node 2`` or
@@ -31,9 +31,9 @@ import torch
 import torch.distributed as dist
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
+from modules.batch import Batch
 from trainer import checkpoint, run_folder
 from trainer.config import TrainConfig, load_config, resolve_negatives, to_yaml
-from trainer.data.batch import Batch
 from trainer.data.loader import LoaderConfig, build_loader
 from trainer.data.schema import Manifest, read_manifest
 from trainer.distributed import (
@@ -48,9 +48,10 @@ from trainer.distributed import (
     shutdown_distributed,
 )
 from trainer.errors import ConfigError, SeqrecError
-from trainer.evaluate import evaluate_model
 from trainer.logs import setup_logging
 from trainer.model_factory import build_model
+from trainer.tasks import task_of
+from trainer.threads import configure_threads
 
 log = logging.getLogger("seqrec.train")
 
@@ -62,14 +63,17 @@ class Trainer:
         self.cfg, self.env = cfg, env
         torch.manual_seed(cfg.trainer.seed)
         self.manifest: Manifest = read_manifest(cfg.data.path)
+        self.task = task_of(cfg.model)  # loader kinds, evaluator and selection metric of the model's task
+        # built (on meta) before anything is written: data-dependent checks fail without a run folder
+        model = build_model(cfg.model, self.manifest.num_items, cfg.data.max_len, torch.device("meta"), cfg.data.path)
         self.run_dir = self._build_run_dir()
-        self.loader = self._build_loader("train", "causal", cfg.data.batch_size, shuffle=True)
+        self.loader = self._build_loader("train", self.task.train_kind, cfg.data.batch_size, shuffle=True)
         self.steps_per_epoch = math.ceil(self.loader.dataset.num_batches() / cfg.optim.accumulate)
         # optim.loss_weight=target: a batch's mean loss is scaled by its targets over this
         self.target_norm = self.loader.dataset.mean_targets_per_batch if cfg.optim.loss_weight == "target" else 0.0
         self.total_steps = cfg.trainer.max_steps or cfg.trainer.epochs * self.steps_per_epoch
         self.model = shard_model(
-            build_model(cfg.model, self.manifest.num_items, cfg.data.max_len, torch.device("meta")),
+            model,
             env,
             cfg.optim,
             cfg.trainer.sharding,
@@ -85,8 +89,8 @@ class Trainer:
         self.step = 0  # optimizer steps taken
         self.epoch = 0
         self.batches_done = 0  # batches of the current epoch already trained on (for exact resume)
-        self.best_ndcg = -1.0
-        self.best_step = -1  # step of the best validation NDCG@10 (-1: no evaluation yet)
+        self.best_metric: float | None = None  # best validation value of the task's selection metric
+        self.best_step = -1  # step of that evaluation (-1: no evaluation yet)
         self.evals_without_gain = 0
         self.history: list[dict[str, Any]] = []
         # this rank's loss per step (tests compare curves: resume, pipeline vs plain, world sizes)
@@ -180,7 +184,8 @@ class Trainer:
         init_dense_state(self.optimizer)
 
     def _meta_expect(self) -> dict[str, Any]:
-        return {"model": self.cfg.model.name, "num_items": self.manifest.num_items, "dim": self.cfg.model.dim}
+        dim = getattr(self.cfg.model, "dim", None)
+        return {"model": self.cfg.model.name, "num_items": self.manifest.num_items, "dim": dim}
 
     # ---------------------------------------------------------------------------------------------- the loop
     def _forward(self, batch: Batch | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -322,12 +327,12 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------- evaluation
     def evaluate(self, split: str) -> dict[str, float]:
-        """Full-ranking metrics on ``split`` over every user (reduced across ranks)."""
+        """The task's metrics on ``split`` over every user (reduced across ranks)."""
         if self.pipeline is not None:
             self.pipeline.detach()  # calling the DMP model directly needs the original forwards back
-        loader = self._build_loader(split, "last", self.cfg.data.eval_batch_size, shuffle=False)
+        loader = self._build_loader(split, self.task.eval_kind, self.cfg.data.eval_batch_size, shuffle=False)
         per_user = self.run_dir / f"per_user_{split}.parquet" if self.cfg.eval.per_user else None
-        metrics = evaluate_model(
+        metrics = self.task.evaluate(
             self.model, loader, self.manifest, self.cfg.eval, self.env, per_user_path=per_user, progress=False
         )
         self.model.train()
@@ -339,21 +344,21 @@ class Trainer:
         if t.eval_every_epochs <= 0 or self.epoch % t.eval_every_epochs != 0:
             return False
         metrics = self.evaluate(t.eval_split)
-        ndcg = metrics["ndcg@10"]
+        value = metrics[self.task.selection_metric]
         # train_seconds: time this process has spent in training steps so far ("time to reach NDCG X")
         entry = {"epoch": self.epoch, "step": self.step, "train_seconds": round(float(self.throughput[0]), 2)}
         self.history.append({**entry, **metrics})
         if self.writer is not None:
-            for name, value in metrics.items():
-                if isinstance(value, float):
-                    self.writer.add_scalar(f"{t.eval_split}/{name}", value, self.step)
+            for name, scalar in metrics.items():
+                if isinstance(scalar, float):
+                    self.writer.add_scalar(f"{t.eval_split}/{name}", scalar, self.step)
         log.info("epoch %d step %d %s: %s", self.epoch, self.step, t.eval_split, _fmt(metrics))
-        if ndcg > self.best_ndcg:
-            self.best_ndcg, self.best_step, self.evals_without_gain = ndcg, self.step, 0
+        if self.task.improved(value, self.best_metric):
+            self.best_metric, self.best_step, self.evals_without_gain = value, self.step, 0
             return False
         self.evals_without_gain += 1
         if t.early_stopping_patience and self.evals_without_gain >= t.early_stopping_patience:
-            log.info("early stopping: no NDCG@10 gain in %d evaluations", self.evals_without_gain)
+            log.info("early stopping: no %s gain in %d evaluations", self.task.selection_metric, self.evals_without_gain)
             return True
         return False
 
@@ -376,14 +381,15 @@ class Trainer:
         """Load the best validation checkpoint's weights (if it is not the current state) for the final metrics."""
         if self.best_step < 0:
             return
-        results["best"] = {"step": self.best_step, "valid_ndcg@10": self.best_ndcg}
+        results["best"] = {"step": self.best_step, f"valid_{self.task.selection_metric}": self.best_metric}
         if self.best_step == self.step:
             return
         if self.pipeline is not None:
             self.pipeline.detach()
         best = checkpoint.checkpoint_dir(self.run_dir, self.best_step)
         checkpoint.load(best, self.model, None, expect=self._meta_expect())
-        log.info("final metrics from the best validation checkpoint %s (NDCG@10 %.4f)", best, self.best_ndcg)
+        log.info("final metrics from the best validation checkpoint %s (%s %.4f)", best, self.task.selection_metric,
+                 self.best_metric)
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -392,7 +398,7 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "batches_done": self.batches_done,
-            "best_ndcg": self.best_ndcg,
+            "best_metric": json.dumps(self.best_metric),
             "best_step": self.best_step,
             "evals_without_gain": self.evals_without_gain,
             "history": json.dumps(self.history),
@@ -402,7 +408,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.epoch, self.batches_done = state["step"], state["epoch"], state["batches_done"]
-        self.best_ndcg, self.evals_without_gain = state["best_ndcg"], state["evals_without_gain"]
+        self.best_metric, self.evals_without_gain = json.loads(state["best_metric"]), state["evals_without_gain"]
         self.best_step = state.get("best_step", -1)
         self.history = json.loads(state["history"])
         self.losses = json.loads(state["losses"])
@@ -419,7 +425,8 @@ class Trainer:
             checkpoint.save(ckpt, self.model, self.optimizer, self.state_dict(), meta, keep=keep, protect=best)
         # Also when the step was already checkpointed (checkpoint_every ending on an epoch's last step).
         if self.env.is_main and self.best_step == self.step:
-            checkpoint.mark_best(self.run_dir, ckpt, {"step": self.step, "epoch": self.epoch, "ndcg@10": self.best_ndcg})
+            best = {"step": self.step, "epoch": self.epoch, self.task.selection_metric: self.best_metric}
+            checkpoint.mark_best(self.run_dir, ckpt, best)
 
 
 def _elastic_restart() -> bool:
@@ -444,8 +451,16 @@ def _fmt(metrics: dict[str, float]) -> str:
 
 
 def run_training(cfg: TrainConfig) -> dict[str, Any]:
-    """Join the process group, train, and leave it; the function every entry point calls."""
+    """Join the process group, train, and leave it; the function every entry point calls (``trainer.phases``:
+    once per phase, `trainer.phases.run_phases`)."""
+    if cfg.trainer.phases:
+        from trainer.phases import run_phases
+
+        return run_phases(cfg, run_training)
     env = init_distributed()
+    threads = configure_threads(cfg.trainer.threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if env.is_main:
+        log.info("%d intra-op thread(s) per process", threads)
     failed: BaseException | None = None
     try:
         return Trainer(cfg, env).train()

@@ -22,7 +22,7 @@ from tests.conftest import REPO, train_overrides
 from trainer import checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-SETTINGS = ("model.dropout=0.3", "optim.schedule=cosine", "optim.warmup_steps=5", "trainer.epochs=3",
+SETTINGS = ("model.encoder.dropout=0.3", "optim.schedule=cosine", "optim.warmup_steps=5", "trainer.epochs=3",
             "trainer.checkpoint_every=7", "trainer.keep_checkpoints=0", "eval.per_user=false", "trainer.log_every=1")
 
 

@@ -52,7 +52,7 @@ def test_fp32_export_gives_the_sharded_models_scores(run_dir: Path) -> None:
     from trainer.model_factory import build_model
 
     trained = load_trained(run_dir)
-    n = trained.model.config.num_items
+    n = trained.model.num_items
     batch = _valid_batch(trained.cfg)
     env = init_distributed()
     try:
@@ -72,14 +72,16 @@ def test_fp32_export_gives_the_sharded_models_scores(run_dir: Path) -> None:
 
 def test_scripted_artefact_keeps_the_normed_residual_layout(run_dir: Path) -> None:
     """The inference module runs the blocks as trained: the other layout gives the eager model's scores too."""
-    from modules.sasrec import SASRec
+    from modules import registry
 
     trained = load_trained(run_dir)
-    config = dataclasses.replace(trained.model.config, block="normed_residual")
-    model = SASRec.from_config(config)
+    config = dataclasses.replace(
+        trained.model.config, encoder=dataclasses.replace(trained.model.config.encoder, block="normed_residual")
+    )
+    model = registry.build(config, num_items=trained.model.num_items, max_len=trained.cfg.data.max_len)
     model.load_state_dict(trained.model.state_dict())
     model.eval()
-    batch, n = _valid_batch(trained.cfg), config.num_items
+    batch, n = _valid_batch(trained.cfg), model.num_items
     with torch.no_grad():
         expected = model.encode(batch) @ model.item_embeddings(torch.arange(1, n + 1)).T
     history = batch.sparse["history"]
@@ -108,7 +110,7 @@ def test_int8_artefact_is_smaller_and_ranks_like_fp32(run_dir: Path, exported: d
     assert abs(meta["metrics"]["relative_change"]) < 0.1
     assert set(meta["latency"]["exported"]) == {"b1_l20", "b32_l20"}
     trained = load_trained(run_dir)
-    n = trained.model.config.num_items
+    n = trained.model.num_items
     int8 = torch.jit.load(str(Path(exported["output"]) / "model.pt"))
     fp32 = script(build_variant(trained.model, False, [])[0])
     history = _valid_batch(trained.cfg).sparse["history"]
@@ -140,7 +142,7 @@ def test_pruning_reaches_the_sparsity_and_is_recorded(run_dir: Path, tmp_path: P
     trained = load_trained(run_dir)
     pruned, sparsity = build_variant(trained.model, False, [], 0.5, ("linear", "embedding"))
     assert sparsity == pytest.approx(0.5, abs=0.01)
-    table = pruned.item_ec.embeddings["item_table"].weight[1:]
+    table = pruned.table()[1:]
     assert float((table == 0).float().mean()) == pytest.approx(0.5, abs=0.01)
     assert 0.0 <= evaluate_variant(pruned, trained.cfg)["ndcg@10"] <= 1.0
     code = seqrec(["export", str(run_dir), "--output", str(tmp_path / "p"), "--prune-sparsity", "0.8",
@@ -166,7 +168,7 @@ def test_batch_dependence_only_from_dynamic_int8_and_small(run_dir: Path, groups
     """Dynamic INT8 quantizes activations with one scale per batch tensor, so co-batched requests move each
     other's scores a little; with fp32 dense compute (INT8 tables are per row) a request's scores are its own."""
     trained = load_trained(run_dir)
-    n = trained.model.config.num_items
+    n = trained.model.num_items
     model = script(build_variant(trained.model, True, groups, int8_storage=not groups)[0])
     history = _valid_batch(trained.cfg).sparse["history"]
     together = _full_scores(model, history.values(), history.lengths(), n)
@@ -194,3 +196,26 @@ def test_paired_latency_interleaves_the_models_on_the_same_inputs() -> None:
     assert len({total for _, total in calls}) == 1  # every call sees the same histories
     for name in ("a", "b"):
         assert 0 < timed[name]["p50_ms"] <= timed[name]["p99_ms"]
+
+
+def test_export_builds_an_ann_index_with_its_recall_against_exact(exported: dict) -> None:
+    import faiss
+
+    ann = exported["ann"]
+    assert ann["kind"] == "hnsw" and ann["items"] == exported["num_items"]
+    assert 0.9 <= ann[f"recall@{min(100, ann['items'])}"] <= 1.0  # HNSW on a few hundred items is near exact
+    index = faiss.read_index(str(Path(exported["output"]) / ann["file"]))
+    assert index.ntotal == exported["num_items"]
+
+
+def test_ann_index_kinds_rank_like_exact_search() -> None:
+    import numpy as np
+
+    from serving.ann import AnnConfig, build_index, recall_against_exact
+
+    items = np.random.default_rng(0).standard_normal((2000, 16)).astype(np.float32)
+    queries = np.random.default_rng(1).standard_normal((50, 16)).astype(np.float32)
+    for kind in ("flat", "hnsw", "ivf"):
+        index = build_index(items, AnnConfig(kind=kind, nprobe=64))
+        recall = recall_against_exact(index, items, queries, 10)["recall@10"]
+        assert recall == 1.0 if kind == "flat" else recall > 0.8, (kind, recall)

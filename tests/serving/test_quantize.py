@@ -98,7 +98,8 @@ def test_auto_dense_choice_takes_the_fastest_set_of_groups() -> None:
 def test_time_dense_groups_times_fp32_and_every_set() -> None:
     torch.manual_seed(0)
     blocks = nn.ModuleList([TransformerBlock(16, num_heads=1)]).eval()
-    timings = quantize.time_dense_groups(blocks, torch.randn(2, 8, 16), repeats=2)
+    x = torch.randn(2, 8, 16)
+    timings = quantize.time_dense_groups(blocks, lambda b: b[0](x, True), repeats=2)
     assert set(timings) == {"fp32", "attention", "ffn", "attention+ffn"}
     for name, timing in timings.items():
         assert timing["ms"] > 0

@@ -46,9 +46,14 @@ def test_overrides_apply_and_round_trip() -> None:
         (["trainer.stpes=5"], "stpes"),
         (["+trainer.stpes=5"], "stpes"),
         (["model.dim=abc"], "model.dim"),
-        (["model.loss=nope"], "model.loss"),
-        (["model.loss=bce", "data.negatives=none"], "data.negatives"),
-        (["model.dim=30", "model.num_heads=4"], "model.num_heads"),
+        (["model.objective.loss=nope"], "model.objective.loss"),
+        (["model.objective.loss=bce", "data.negatives=none"], "data.negatives"),
+        (["model.dim=36", "model.encoder.num_heads=8"], "model.encoder.num_heads"),
+        (["model.encoder.num_blockz=3"], "num_blockz"),
+        (["model.objective.los=bce"], "los"),
+        (["model.encoder.dropout=1.5"], "model.encoder.dropout"),
+        (["model.objective.temperature=0"], "model.objective.temperature"),
+        (["model=sasrex"], "model/sasrex"),
         (["model.dim=50"], "multiple of 4"),
         (["optim.accumulate=2"], "trainer.pipeline=false"),
         (["trainer.resume=true", "trainer.init_from=x"], "trainer.init_from"),
@@ -57,12 +62,27 @@ def test_overrides_apply_and_round_trip() -> None:
         (["trainer.sharding=diagonal"], "replicated"),
         (["data.window=oldest"], "data.window"),
         (["optim.loss_weight=token"], "optim.loss_weight"),
-        (["model.length_groups=0"], "model.length_groups"),
+        (["model.encoder.length_groups=0"], "model.encoder.length_groups"),
     ],
 )
 def test_bad_config_is_one_clear_error(overrides: list[str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.").replace("[", r"\[")):
         load_config(overrides)
+
+
+def test_from_dict_rejects_unknown_model_name_with_a_hint() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'sasrec'"):
+        from_dict({"model": {"name": "sasrecc"}})
+
+
+def test_every_registered_model_has_its_config_file() -> None:
+    """configs/model/<name>.yaml exists for every registered model (and composes to it), and nothing else."""
+    from modules import registry
+
+    models = _group_files()["model"]
+    assert sorted(models) == registry.names()
+    for name in models:
+        assert load_config([f"model={name}"]).model.name == name
 
 
 def test_from_dict_rejects_unknown_section() -> None:

@@ -127,3 +127,37 @@ def _encode_bucket(values: pa.Array, target: np.ndarray, size: int,
 def _as_string(column: pa.Array) -> pa.Array:
     return column if pa.types.is_string(column.type) or pa.types.is_large_string(column.type) else column.cast(
         pa.string())
+
+
+def load_side_features(folder: str | Path, kind: str) -> Any:
+    """The feature codes of ``items.parquet`` (rows = item ids, row 0 padding) or ``users.parquet`` (rows =
+    user_idx) declared in the manifest, as `modules.contract.SideFeatures` (multi-valued padded to the longest)."""
+    import torch
+
+    from modules.contract import SideFeatures
+    from trainer.data.schema import read_manifest
+
+    specs = read_manifest(folder).features.get(kind, {})
+    if not specs:
+        return SideFeatures()
+    path = Path(folder) / f"{kind}.parquet"
+    table = pq.read_table(path, columns=sorted(specs))
+    shift = 1 if kind == "items" else 0  # item ids start at 1
+    codes = {}
+    for name in sorted(specs):
+        column = table.column(name).combine_chunks()
+        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            offsets = column.offsets.to_numpy().astype(np.int64)
+            flat = column.values.to_numpy(zero_copy_only=False).astype(np.int64)
+            lengths = np.diff(offsets)
+            dense = np.zeros((len(column) + shift, max(int(lengths.max(initial=1)), 1)), np.int64)
+            rows = np.repeat(np.arange(len(column)), lengths) + shift
+            dense[rows, np.arange(len(flat)) - np.repeat(offsets[:-1], lengths)] = flat
+        else:
+            dense = np.zeros((len(column) + shift, 1), np.int64)
+            dense[shift:, 0] = column.to_numpy(zero_copy_only=False)
+        if int(dense.max(initial=0)) >= specs[name]["cardinality"]:
+            raise DataError(f"codes exceed the manifest's cardinality {specs[name]['cardinality']}", file=path,
+                            field=name)
+        codes[name] = torch.from_numpy(dense)
+    return SideFeatures(codes=codes, cardinality={n: int(specs[n]["cardinality"]) for n in specs})

@@ -50,7 +50,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from trainer.data import sampling
-from trainer.data.batch import KINDS, Batch
+from modules.batch import KINDS, Batch
 from trainer.data.schema import ACTIONS_FIELD, SEQUENCE_SCHEMA, SEQUENCES, read_manifest
 from trainer.errors import ConfigError, DataError
 

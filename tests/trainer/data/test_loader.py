@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from trainer.data.batch import Batch
+from modules.batch import Batch
 from trainer.data.loader import LoaderConfig, SequenceDataset, build_loader
 from trainer.data.schema import FORMAT_VERSION, ITEMS, SEQUENCES, USERS, Manifest
 from trainer.errors import ConfigError, DataError

@@ -3,15 +3,16 @@ and the model runs unchanged on TorchRec's sharded collection inside the sparse-
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from modules import losses
-from modules.sasrec import LOSSES, SASRec, SASRecConfig, padded_groups
-from trainer.data.batch import Batch
+from modules import losses, registry
+from modules.batch import Batch
+from modules.encoders.sasrec import SASRecConfig, SASRecEncoderConfig
+from modules.objectives import LOSSES, ObjectiveConfig
+from modules.sequence import padded_groups
+from tests.modules.factories import sasrec
 
 N = 24  # items 1..N
 
@@ -38,10 +39,10 @@ def chain(start: int, length: int) -> list[int]:
     return [(start + j - 1) % N + 1 for j in range(length)]
 
 
-def model(**kwargs) -> SASRec:
+def model(**kwargs):
     torch.manual_seed(0)
     settings = {"dim": 16, "max_len": 12, "num_blocks": 2, "num_heads": 2, "dropout": 0.0} | kwargs
-    return SASRec(N, **settings)
+    return sasrec(N, **settings)
 
 
 VARYING = [chain(1, 9), chain(5, 2), chain(11, 5), chain(20, 12)]  # history lengths 8, 1, 4, 11
@@ -127,7 +128,7 @@ def test_learns_next_item_pattern(loss: str) -> None:
         optimizer.zero_grad()
         value.backward()
         optimizer.step()
-        history.append(float(value))
+        history.append(value.item())
     assert sum(history[-5:]) < 0.5 * sum(history[:5])
     net.eval()
     users = [chain(start, 2 + start % 11) for start in range(1, N + 1)]  # histories of length 1..11
@@ -194,7 +195,7 @@ def test_padded_groups_sort_by_length_and_restore_the_order() -> None:
 
 
 def test_meta_build_then_to_empty_and_reset() -> None:
-    net = SASRec(N, dim=16, max_len=12, loss="bpr", tie_weights=False, device="meta")
+    net = sasrec(N, dim=16, max_len=12, loss="bpr", tie_weights=False, device="meta")
     assert all(p.is_meta for p in net.parameters())
     net = net.to_empty(device="cpu")
     torch.manual_seed(0)
@@ -202,7 +203,7 @@ def test_meta_build_then_to_empty_and_reset() -> None:
     assert all(torch.isfinite(p).all() for p in net.parameters())
     layer_norm = net.encoder.final_norm
     assert torch.all(layer_norm.weight == 1) and torch.all(layer_norm.bias == 0)
-    assert 0.01 < float(net.encoder.positions.weight.std()) < 0.03  # position_init_std=0.02, not N(0, 1)
+    assert 0.01 < net.encoder.positions.weight.std().item() < 0.03  # position_init_std=0.02, not N(0, 1)
     value, _ = net(make_batch(VARYING))
     assert torch.isfinite(value)
 
@@ -220,26 +221,30 @@ def test_item_embeddings_come_from_the_scoring_table() -> None:
     )
 
 
-def test_config_round_trip_and_validation() -> None:
-    config = SASRecConfig(num_items=N, dim=8, num_heads=2, loss="gbce", gbce_t=0.5)
-    net = SASRec.from_config(config)
+def test_config_builds_through_the_registry_and_validates_each_component() -> None:
+    config = SASRecConfig(
+        dim=8, objective=ObjectiveConfig(loss="gbce", gbce_t=0.5), encoder=SASRecEncoderConfig(num_heads=2)
+    )
+    net = registry.build(config, num_items=N, max_len=12)
     assert net.config == config
     assert sum(p.numel() for p in net.parameters()) == sum(
-        p.numel() for p in SASRec(N, dim=8, num_heads=2).parameters()
+        p.numel() for p in sasrec(N, max_len=12, dim=8, num_heads=2).parameters()
     )
     for bad, match in (
-        ({"loss": "ce"}, "model.loss"),
-        ({"dim": 6, "num_heads": 4}, "divisible"),
-        ({"attn_backend": "flash"}, "attn_backend"),
-        ({"temperature": 0.0}, "temperature"),
-        ({"block": "post_ln"}, "model.block"),
+        ({"loss": "ce"}, "model.objective.loss"),
+        ({"dim": 6}, "model.dim"),
+        ({"num_heads": 3}, "divisible"),
+        ({"attn_backend": "flash"}, "model.encoder.attn_backend"),
+        ({"temperature": 0.0}, "model.objective.temperature"),
+        ({"block": "post_ln"}, "model.encoder.block"),
         ({"position_init_std": 0.0}, "position_init_std"),
         ({"length_groups": 0}, "length_groups"),
+        ({"dropout": 1.5}, "model.encoder.dropout"),
     ):
         with pytest.raises(ValueError, match=match):
-            SASRec.from_config(dataclasses.replace(config, **bad))
+            sasrec(N, max_len=12, dim=bad.pop("dim", 8), **bad)
     with pytest.raises(TypeError):
-        SASRecConfig(N)  # keyword-only
+        SASRecEncoderConfig(2)  # keyword-only
 
 
 def test_bad_batches_are_rejected() -> None:
@@ -271,7 +276,7 @@ def test_runs_sharded_in_the_sparse_dist_pipeline(tmp_path, loss: str, tie_weigh
     dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
     try:
         torch.manual_seed(0)
-        net = SASRec(N, dim=16, max_len=12, dropout=0.0, loss=loss, tie_weights=tie_weights, device="meta")
+        net = sasrec(N, dim=16, max_len=12, dropout=0.0, loss=loss, tie_weights=tie_weights, device="meta")
         tables = [net.item_ec] + ([net.out_ec] if net.out_ec is not None else [])
         for ec in tables:
             apply_optimizer_in_backward(torch.optim.Adagrad, ec.parameters(), {"lr": 0.1})
@@ -288,7 +293,7 @@ def test_runs_sharded_in_the_sparse_dist_pipeline(tmp_path, loss: str, tie_weigh
         dmp = DistributedModelParallel(net, device=torch.device("cpu"), plan=plan, sharders=sharders)
         assert isinstance(dmp.module.item_ec, ShardedEmbeddingCollection)
         # DMP initialises the unsharded meta leaves through their own reset_parameters: positions start small
-        assert 0.01 < float(dmp.module.encoder.positions.weight.std()) < 0.03
+        assert 0.01 < dmp.module.encoder.positions.weight.std().item() < 0.03
         dense = {name: p for name, p in dmp.named_parameters() if "_ec." not in name}
         optimizer = CombinedOptimizer(
             [dmp.fused_optimizer, KeyedOptimizerWrapper(dense, lambda ps: torch.optim.Adam(ps, lr=0.02))]

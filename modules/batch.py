@@ -17,7 +17,11 @@ Keys of ``sparse`` (all look up the item table; B = batch size):
 Dense fields: ``user_idx: (B,) int64``; ``labels: (B,) float32`` (ranker examples, else empty);
 ``target_logq: (T_target,) float32`` and ``negative_logq: (T_neg,) float32`` = log sampling probability of each
 id under the sampler (for logQ correction; empty when the sampler has none); ``actions``: optional per-history
-position action codes ``(sum_i L_i,) int64`` (empty when the dataset has no actions).
+position action codes ``(sum_i L_i,) int64`` (empty when the dataset has no actions); ``timestamps``: optional
+per-history-position event times ``(sum_i L_i,) int64`` (seconds; empty unless the loader was asked for them,
+e.g. for HSTU's time bias).
+
+Owned by ``modules/`` (not the loader's package) so models import the type they consume instead of duck-typing it.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class Batch(Pipelineable):
     target_logq: torch.Tensor = dataclasses.field(default_factory=_empty)
     negative_logq: torch.Tensor = dataclasses.field(default_factory=_empty)
     actions: torch.Tensor = dataclasses.field(default_factory=lambda: _empty(torch.int64))
+    timestamps: torch.Tensor = dataclasses.field(default_factory=lambda: _empty(torch.int64))
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -63,6 +68,7 @@ class Batch(Pipelineable):
             "target_logq": self.target_logq,
             "negative_logq": self.negative_logq,
             "actions": self.actions,
+            "timestamps": self.timestamps,
         }
 
     def to(self, device: torch.device, non_blocking: bool = False) -> Batch:

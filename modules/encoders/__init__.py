@@ -1,0 +1,1 @@
+"""Sequence encoders: one file per model, each registering itself (`modules.registry.register`)."""
