@@ -144,9 +144,9 @@ class SequenceEncoder(nn.Module):
     Class attributes a subclass sets: ``causal`` and ``needs_timestamps``; instance attribute ``max_len``.
     """
 
-    causal: bool = True
-    needs_timestamps: bool = False
-    max_len: int
+    # plain class attributes (no annotations: TorchScript scripts encoders directly for the tower export)
+    causal = True
+    needs_timestamps = False
 
     def forward(self, embedded: torch.Tensor, lengths: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -231,11 +231,15 @@ def positions_from_end(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
 
 
 def padded_values(values: torch.Tensor, lengths: torch.Tensor, fill: int = 0) -> torch.Tensor:
-    """A jagged 1-D tensor ``(T,)`` (e.g. timestamps) right-padded to ``(B, Lmax)`` with ``fill``."""
-    longest = int(lengths.max())
-    offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(lengths)
-    dense = torch.ops.fbgemm.jagged_to_padded_dense(values[:, None].to(torch.float64), [offsets], [longest], fill)
-    return dense[..., 0].to(values.dtype)
+    """A jagged 1-D integer tensor ``(T,)`` (ids, timestamps) right-padded to ``(B, Lmax)`` with ``fill``, exactly
+    (an index scatter, not a float round trip: unix seconds do not fit a float32)."""
+    longest = int(lengths.max()) if lengths.numel() else 0
+    out = values.new_full((lengths.numel(), longest), fill)
+    rows = torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device), lengths)
+    starts = torch.cumsum(lengths, 0) - lengths
+    cols = torch.arange(values.numel(), device=values.device) - torch.repeat_interleave(starts, lengths)
+    out[rows, cols] = values
+    return out
 
 
 def check_lengths(lengths: torch.Tensor, max_len: int) -> None:
@@ -264,14 +268,15 @@ def padded_groups(lengths: torch.Tensor, groups: int) -> tuple[list[tuple[torch.
     return list(zip(chunks, widths)), torch.argsort(order)
 
 
-def run_grouped(fn, x: torch.Tensor, lengths: torch.Tensor, groups: int) -> torch.Tensor:
+def run_grouped(fn, x: torch.Tensor, lengths: torch.Tensor, groups: int, pass_lengths: bool = False) -> torch.Tensor:
     """``fn`` (a per-sequence map ``(b, L, D) -> (b, L, D)``) on length-sorted groups of right-padded ``x``, each
-    cut to its own longest; the result padded back to ``x``'s width, in the batch's order."""
+    cut to its own longest; the result padded back to ``x``'s width, in the batch's order. ``pass_lengths``:
+    call ``fn(x_group, lengths_group)`` instead (for attention backends that skip padding)."""
     if groups <= 1:
-        return fn(x)
+        return fn(x, lengths) if pass_lengths else fn(x)
     longest = x.shape[1]
     parts, restore = padded_groups(lengths, groups)
-    outputs = [fn(x[rows, :width]) for rows, width in parts]
+    outputs = [fn(x[rows, :width], lengths[rows]) if pass_lengths else fn(x[rows, :width]) for rows, width in parts]
     return torch.cat([nn.functional.pad(h, (0, 0, 0, longest - h.shape[1])) for h in outputs])[restore]
 
 

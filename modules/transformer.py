@@ -13,15 +13,21 @@ first 20 epochs, by 0.0018-0.0038 NDCG@10 (docs/benchmarks.md); ``pre_ln`` stays
 
 Attention is written here rather than taken from `torch.nn.MultiheadAttention` so that every projection is a
 plain `nn.Linear`: `torch.ao.quantization.quantize_dynamic` then quantises all of them (the built-in module's
-packed in-projection stays float), and the kernel is chosen by `modules.attention.attention`.
+packed in-projection stays float), and the kernel is chosen by `modules.attention.attention` (backend by name,
+its parameters in one `modules.attention_config.AttentionConfig`). `run_blocks` runs a stack of blocks, with
+activation checkpointing when the config asks for it (memory at long lengths).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from modules.attention import BACKENDS, attention
+from modules.attention_config import AttentionConfig
 from modules.dropout import Dropout
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
@@ -35,8 +41,9 @@ class MultiHeadAttention(nn.Module):
         dim: model width D (divisible by ``num_heads``).
         num_heads: attention heads H; each has width D / H.
         dropout: dropout on the attention weights (training only).
-        attn_backend: ``"sdpa"`` or ``"naive"`` (see `modules.attention`).
+        attn_backend: one of `modules.attention.BACKENDS` (``"sdpa"`` default, ``"naive"`` reference).
         device: where the parameters live (``"meta"`` allowed).
+        attn_config: the backend's parameters (window, chunk, feature map, dropout mode; default: defaults).
     """
 
     def __init__(
@@ -46,12 +53,15 @@ class MultiHeadAttention(nn.Module):
         dropout: float = 0.0,
         attn_backend: str = "sdpa",
         device: torch.device | str | None = None,
+        attn_config: AttentionConfig | None = None,
     ) -> None:
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
         if attn_backend not in BACKENDS:
             raise ValueError(f"attn_backend must be one of {BACKENDS}, got {attn_backend!r}")
+        self.attn_config = attn_config or AttentionConfig()
+        self.attn_config.validate(attn_backend, dropout)
         self.num_heads = num_heads
         self.dropout = dropout
         self.attn_backend = attn_backend
@@ -59,9 +69,14 @@ class MultiHeadAttention(nn.Module):
         self.out = nn.Linear(dim, dim, device=device)
 
     def forward(
-        self, x: torch.Tensor, causal: bool = True, key_padding_mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        causal: bool = True,
+        key_padding_mask: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``(B, L, D) -> (B, L, D)``; ``key_padding_mask: (B, L) bool``, True = padding."""
+        """``(B, L, D) -> (B, L, D)``; ``key_padding_mask: (B, L) bool``, True = padding; ``lengths: (B,)``
+        real lengths of right-padded rows (lets the ``jagged`` backend skip the padding)."""
         b, length, dim = x.shape
         # (B, L, 3D) -> 3 x (B, H, L, D/H)
         q, k, v = self.qkv(x).view(b, length, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
@@ -73,6 +88,8 @@ class MultiHeadAttention(nn.Module):
             key_padding_mask=key_padding_mask,
             dropout_p=self.dropout if self.training else 0.0,
             backend=self.attn_backend,
+            config=self.attn_config,
+            lengths=lengths,
         )
         return self.out(y.transpose(1, 2).reshape(b, length, dim))
 
@@ -86,10 +103,11 @@ class TransformerBlock(nn.Module):
         ffn_dim: hidden width of the feed-forward layer (default D, as SASRec).
         dropout: dropout on attention weights, after the attention projection and inside the FFN.
         activation: ``"relu"`` (SASRec) or ``"gelu"``.
-        attn_backend: ``"sdpa"`` or ``"naive"``.
+        attn_backend: one of `modules.attention.BACKENDS`.
         norm_eps: LayerNorm epsilon (1e-8 as the SASRec reference).
         layout: ``"pre_ln"`` or ``"normed_residual"`` (residuals from the normalised input, original SASRec).
         device: where the parameters live (``"meta"`` allowed).
+        attn_config: the attention backend's parameters (`modules.attention_config.AttentionConfig`).
 
     Example::
 
@@ -108,6 +126,7 @@ class TransformerBlock(nn.Module):
         norm_eps: float = 1e-8,
         layout: str = "pre_ln",
         device: torch.device | str | None = None,
+        attn_config: AttentionConfig | None = None,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -117,7 +136,7 @@ class TransformerBlock(nn.Module):
         self.layout = layout
         hidden = ffn_dim or dim
         self.attn_norm = nn.LayerNorm(dim, eps=norm_eps, device=device)
-        self.attn = MultiHeadAttention(dim, num_heads, dropout, attn_backend, device=device)
+        self.attn = MultiHeadAttention(dim, num_heads, dropout, attn_backend, device=device, attn_config=attn_config)
         self.attn_dropout = Dropout(dropout)
         self.ffn_norm = nn.LayerNorm(dim, eps=norm_eps, device=device)
         self.ffn = nn.Sequential(
@@ -129,13 +148,39 @@ class TransformerBlock(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, causal: bool = True, key_padding_mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        causal: bool = True,
+        key_padding_mask: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``(B, L, D) -> (B, L, D)``; ``key_padding_mask: (B, L) bool``, True = padding."""
+        """``(B, L, D) -> (B, L, D)``; ``key_padding_mask: (B, L) bool``, True = padding; ``lengths: (B,)``
+        real lengths of right-padded rows (optional, see `MultiHeadAttention.forward`)."""
         if self.layout == "normed_residual":
             x = self.attn_norm(x)
-            x = x + self.attn_dropout(self.attn(x, causal, key_padding_mask))
+            x = x + self.attn_dropout(self.attn(x, causal, key_padding_mask, lengths))
             x = self.ffn_norm(x)
             return x + self.ffn(x)
-        x = x + self.attn_dropout(self.attn(self.attn_norm(x), causal, key_padding_mask))
+        x = x + self.attn_dropout(self.attn(self.attn_norm(x), causal, key_padding_mask, lengths))
         return x + self.ffn(self.ffn_norm(x))
+
+
+def run_blocks(
+    blocks: Sequence[nn.Module],
+    x: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    checkpointed: bool = False,
+    causal: bool = True,
+) -> torch.Tensor:
+    """``x: (B, L, D)`` through every block in turn; ``lengths: (B,)`` of right-padded rows (optional).
+
+    ``checkpointed``: while gradients are on, each block keeps only its input and recomputes its activations in
+    backward (`torch.utils.checkpoint`, non-reentrant; the RNG state is replayed, so dropout draws the same
+    masks): about one more forward per step for activation memory of one block instead of all of them.
+    """
+    for block in blocks:
+        if checkpointed and torch.is_grad_enabled():
+            x = checkpoint(block, x, causal, None, lengths, use_reentrant=False)
+        else:
+            x = block(x, causal, None, lengths)
+    return x

@@ -30,16 +30,20 @@ from modules.attention import attention
 from modules.dropout import dropout
 
 
-def interleaved_medians(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds per call of each callable, calls alternating A B, B A, ... after one warm-up round."""
+def interleaved_medians(
+    calls: dict[str, Callable[[], object]], repeats: int, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, float]:
+    """Median seconds per call of each callable, calls alternating A B, B A, ... after one warm-up round
+    (``clock``: wall time by default; `time.process_time` counts this process's CPU time, which other jobs on a
+    shared machine disturb less)."""
     times: dict[str, list[float]] = {name: [] for name in calls}
     order = list(calls.items())
     for i in range(repeats + 1):
         for name, fn in order if i % 2 == 0 else order[::-1]:
-            start = time.perf_counter()
+            start = clock()
             fn()
             if i:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(clock() - start)
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 

@@ -49,6 +49,8 @@ fi
 "${PIP[@]}" "torchx==0.7.0" "torchdata==0.11.0" pyarrow hydra-core tensorboard numpy \
   "torchserve==0.12.0" "torch-model-archiver==0.12.0" \
   pytest pytest-cov ruff
+# torchx's Kubernetes scheduler (docs/cluster.md; its dry runs are tested); urllib3 stays below 2 for torchx 0.7.0
+"${PIP[@]}" kubernetes "urllib3>=1.21.1,<1.27"
 # research workflow (significance tests, report plots), ANN index, ONNX export of towers
 "${PIP[@]}" scipy matplotlib faiss-cpu onnx onnxruntime
 "${PIP[@]}" --no-deps --no-build-isolation -e .

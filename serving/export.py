@@ -298,6 +298,8 @@ def export_retrieval(trained: TrainedRun, config: ExportConfig) -> dict[str, Any
                                _two_stage_metrics(served_fp32, served, cfg))
         if config.ann != "none":
             meta["ann"] = _ann_index(fp32, cfg, tmp, AnnConfig(kind=config.ann))
+        if hasattr(trained.model, "tower_modules"):  # two towers: each tower on its own, TorchScript + ONNX
+            meta["towers"] = _towers(trained.model, cfg, tmp)
         write_id_map(cfg.data.path, tmp, num_items)
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         if config.archive:
@@ -383,6 +385,18 @@ def _ann_index(module: Retriever, cfg: Any, folder: Path, ann: AnnConfig, max_qu
     index = build_index(items, ann)
     quality = recall_against_exact(index, items, torch.cat(queries)[:max_queries].numpy(), ann.k)
     return {"kind": ann.kind, "file": write_index(index, folder).name, "items": len(items), **quality}
+
+
+def _towers(model: nn.Module, cfg: Any, folder: Path) -> dict[str, Any]:
+    """Both towers of a two-tower model as TorchScript and ONNX, checked on a validation batch's histories."""
+    from serving.towers import export_towers
+    from trainer.data.loader import LoaderConfig, build_loader
+
+    loader_cfg = LoaderConfig(kind="last", split="valid", batch_size=64, max_len=cfg.data.max_len, shuffle=False)
+    from modules.sequence import padded_values
+
+    history = next(iter(build_loader(cfg.data.path, loader_cfg))).sparse["history"]
+    return export_towers(model, folder, padded_values(history.values(), history.lengths()), history.lengths())
 
 
 def _rows_bytes(module: Retriever) -> int:

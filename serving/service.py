@@ -6,8 +6,10 @@ Any server adapter (the TorchServe handler in `serving.handler`, a test, a scrip
     parsed = [service.parse(body) for body in bodies]          # RequestError -> answer 400 for that one
     answers = service.recommend(parsed)                         # one dict per request
 
-A request body is JSON ``{"history": [raw item ids, oldest first], "k": 10, "exclude_seen": true}`` (``k`` and
-``exclude_seen`` optional). Raw ids may be strings or integers (matched by their string form). Unknown ids are
+A request body is JSON ``{"history": [raw item ids, oldest first], "k": 10, "exclude_seen": true,
+"popularity_penalty": 0.5}`` (all but ``history`` optional; a penalty > 0 re-ranks the model's top 100 against
+popularity, ``"diversity": 0.5`` by MMR over the artefact's item embeddings, `modules.rerank`, as
+``eval.bias_rerank=popularity|mmr`` does in evaluation). Raw ids may be strings or integers (matched by their string form). Unknown ids are
 dropped and listed in ``unknown``; a request with no known item left gets the most popular items
 (``fallback: true``). Loading reads TorchScript and JSON only: no pickles.
 """
@@ -24,7 +26,8 @@ import numpy as np
 import torch
 
 MODEL_FILE, ID_MAP_FILE, METADATA_FILE = "model.pt", "id_map.json", "metadata.json"
-FIELDS = ("history", "k", "exclude_seen")
+FIELDS = ("history", "k", "exclude_seen", "popularity_penalty", "diversity")
+RERANK_CANDIDATES = 100  # candidates the popularity penalty re-ranks (modules.rerank), clipped to the catalogue
 
 
 class RequestError(ValueError):
@@ -48,6 +51,8 @@ class Request:
     unknown: list[str]
     k: int
     exclude_seen: bool
+    popularity_penalty: float = 0.0
+    diversity: float = 0.0
 
 
 def _decode_json(text: str) -> Any:
@@ -81,6 +86,8 @@ class Recommender:
         counts = np.asarray(popularity, dtype=np.float64)
         self.popular = np.argsort(-counts, kind="stable")  # 0-based rows, most popular first
         self.popular_scores = counts[self.popular]
+        self.popularity = torch.from_numpy(np.concatenate([[0.0], counts]))  # (N + 1,) for the re-ranker
+        self._item_rows: torch.Tensor | None = None  # (N + 1, D) for MMR, read from the artefact on first use
         self.limits = limits or Limits()
         self.max_k = min(self.limits.max_k, len(raw_ids))
 
@@ -130,8 +137,19 @@ class Recommender:
             raise RequestError(f"'k' must be in [1, {self.max_k}], got {k}")
         if not isinstance(exclude_seen, bool):
             raise RequestError(f"'exclude_seen' must be true or false, got {type(exclude_seen).__name__}")
+        penalty = body.get("popularity_penalty", 0.0)
+        if not isinstance(penalty, int | float) or isinstance(penalty, bool) or not 0 <= penalty <= 100:
+            raise RequestError(f"'popularity_penalty' must be a number in [0, 100], got {penalty!r}")
+        diversity = body.get("diversity", 0.0)
+        if not isinstance(diversity, int | float) or isinstance(diversity, bool) or not 0 <= diversity <= 1:
+            raise RequestError(f"'diversity' must be a number in [0, 1], got {diversity!r}")
+        if diversity and penalty:
+            raise RequestError("send 'popularity_penalty' or 'diversity', not both")
+        if diversity and self.item_rows() is None:
+            raise RequestError("'diversity' needs item embeddings, which this artefact does not expose")
         items, unknown = self._history(body.get("history"))
-        return Request(items=items, unknown=unknown, k=k, exclude_seen=exclude_seen)
+        return Request(items=items, unknown=unknown, k=k, exclude_seen=exclude_seen,
+                       popularity_penalty=float(penalty), diversity=float(diversity))
 
     def _history(self, history: Any) -> tuple[list[int], list[str]]:
         if not isinstance(history, list):
@@ -161,14 +179,49 @@ class Recommender:
     def _score(self, requests: list[Request], group: list[int], exclude: bool, answers: list) -> None:
         lengths = torch.tensor([len(requests[i].items) for i in group], dtype=torch.int64)
         history = torch.tensor([x for i in group for x in requests[i].items], dtype=torch.int64)
-        k = max(requests[i].k for i in group)
+        depth = min(RERANK_CANDIDATES, len(self.raw_ids))
+        k = max(max(requests[i].k, depth if requests[i].popularity_penalty or requests[i].diversity else 0)
+                for i in group)
         with torch.inference_mode():
             scores, items = self.model(history, lengths, k, exclude)
-        scores, items = scores.numpy(), items.numpy()
+        scores, items = self._rerank(scores, items, [requests[i] for i in group])
         for row, i in enumerate(group):
             top = scores[row, : requests[i].k]
             keep = np.isfinite(top)  # fewer unseen items than k: the masked tail is -inf
             answers[i] = self._answer(items[row, : requests[i].k][keep], top[keep], requests[i], fallback=False)
+
+    def item_rows(self) -> torch.Tensor | None:
+        """``(N + 1, D)`` item embeddings (row 0 padding) of a `serving.inference.Retriever` artefact (its
+        ``catalogue`` module, else its tied ``table`` rows 1..N), or None for an artefact without them."""
+        if self._item_rows is None and hasattr(self.model, "table"):
+            with torch.inference_mode():
+                rows = self.model.catalogue() if hasattr(self.model, "catalogue") else self.model.table()[1:]
+            rows = rows[: len(self.raw_ids)].float()
+            self._item_rows = torch.cat([torch.zeros(1, rows.shape[1]), rows])
+        return self._item_rows
+
+    def _rerank(
+        self, scores: torch.Tensor, items: torch.Tensor, requests: list[Request]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows with a popularity penalty or diversity re-ranked by `modules.rerank` (model scores kept)."""
+        from modules.rerank import mmr, popularity_penalty
+
+        scores, items = scores.clone(), items.clone()
+        for row, request in enumerate(requests):
+            if request.popularity_penalty or request.diversity:
+                ids = items[row : row + 1].masked_fill(~torch.isfinite(scores[row : row + 1]), 0)
+                if request.diversity:
+                    top = mmr(scores[row : row + 1], ids, self.item_rows(), request.diversity, request.k)
+                else:
+                    top = popularity_penalty(
+                        scores[row : row + 1], ids, self.popularity, request.popularity_penalty, request.k
+                    )
+                by_id = dict(zip(items[row].tolist(), scores[row].tolist()))
+                chosen = top[0][top[0] > 0]
+                items[row, : chosen.numel()] = chosen
+                scores[row, : chosen.numel()] = torch.tensor([by_id[int(x)] for x in chosen], dtype=scores.dtype)
+                scores[row, chosen.numel() :] = float("-inf")
+        return scores.numpy(), items.numpy()
 
     def _answer(self, items: np.ndarray, scores: np.ndarray, request: Request, fallback: bool) -> dict[str, Any]:
         return {

@@ -7,6 +7,10 @@ Both launch ``trainer/train.py`` on every rank through torchrun (gloo on CPU, nc
 becomes the run id, so all ranks share one run folder ``outputs/<experiment>/<app id>``.
 """
 
+# torchx's component linter reads annotations from the source and fails on `list[str] | None` (a BinOp): keep
+# typing's spelling here.
+from typing import List, Optional  # noqa: UP035
+
 import torchx.components.dist as dist_components
 import torchx.specs as specs
 
@@ -22,6 +26,8 @@ def train(
     omp_threads: int = 1,
     max_retries: int = 0,
     max_restarts: int = 0,
+    rdzv_port: int = 29500,
+    mounts: Optional[List[str]] = None,  # noqa: UP006, UP045
 ) -> specs.AppDef:
     """Train a seqrec model with DistributedModelParallel.
 
@@ -37,6 +43,9 @@ def train(
         max_retries: restarts of the whole job on failure (resume with trainer.resume=true).
         max_restarts: torchrun restarts all ranks this many times after a rank dies; restarted ranks resume
             from the run's last checkpoint by themselves.
+        rdzv_port: port of the c10d rendezvous on the first node (change it when 29500 is taken).
+        mounts: volumes for data and run folders, docker-style, e.g.
+            ``type=volume,src=seqrec-outputs,dst=/outputs`` (Kubernetes PVC) or ``type=bind,src=/nfs,dst=/nfs``.
     """
     return dist_components.ddp(
         *overrides,
@@ -50,4 +59,6 @@ def train(
         # torchrun reads each option's default from PET_<OPTION> (dist.ddp has no --max-restarts argument)
         env={"OMP_NUM_THREADS": str(omp_threads), "PYTHONUNBUFFERED": "1", "PET_MAX_RESTARTS": str(max_restarts)},
         max_retries=max_retries,
+        rdzv_port=rdzv_port,
+        mounts=mounts,
     )

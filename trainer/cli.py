@@ -19,8 +19,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("trainer.data.prepare", "turn a raw interaction log into a dataset folder"),
     "synth": ("trainer.data.synth", "generate a synthetic interaction log with learnable structure"),
     "inspect": ("trainer.data.inspect", "print a dataset folder's manifest, lengths, popularity and splits"),
+    "plan": ("trainer.plan", "show the sharding plan TorchRec's planner makes on a simulated cluster (meta device)"),
     "train": ("trainer.train", "train a model (Hydra overrides; one process here, torchx for several)"),
     "evaluate": ("trainer.evaluate", "full-ranking evaluation of a trained run on the valid or test split"),
+    "compare": ("trainer.compare", "paired significance tests and a report (plots) over evaluated runs"),
+    "benchmark": ("trainer.benchmark", "run a resumable models x datasets x seeds grid; results table + reports"),
     "export": ("serving.export", "export a run as an INT8 TorchScript model (+ TorchServe archive with --archive)"),
     "serve": ("serving.serve", "start/stop a locked-down TorchServe serving an exported archive"),
 }

@@ -21,6 +21,8 @@ from trainer.errors import ConfigError
 from trainer.phases import PhaseConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+EVAL_PROTOCOLS = ("seen_removed", "none")  # = trainer.evaluation.results.PROTOCOLS (no torch import here)
+RERANKERS = ("none", "popularity", "mmr")  # modules.rerank
 WINDOWS = ("last", "random")  # = trainer.data.loader.WINDOWS (not imported: that module pulls in torch)
 SHARDINGS = ("auto", "table_wise", "row_wise", "column_wise", "replicated")
 
@@ -65,6 +67,8 @@ class OptimConfig:
     # (batch mean x its targets / the epoch's mean targets per batch), so length-bucketed batches of short
     # histories move the weights less than batches of long ones
     loss_weight: str = "batch"
+    # > 0: evaluate and checkpoint an exponential moving average of the dense weights (trainer/ema.py), e.g. 0.999
+    ema_decay: float = 0.0
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -72,7 +76,17 @@ class EvalConfig:
     """Full-ranking evaluation (and the SASRec-paper sampled protocol as a labelled option)."""
 
     ks: list[int] = dataclasses.field(default_factory=lambda: [1, 5, 10, 20])
-    filter_seen: bool = True
+    # which items leave the ranking (trainer.evaluation.results.PROTOCOLS): seen_removed = every item of the
+    # user's history, a repeated target included, so a repeat is a miss (S3-Rec and most papers); none =
+    # nothing removed, seen items and repeats rank like any item (RecBole's full ranking of sequential models)
+    protocol: str = "seen_removed"
+    # re-ranking of the top bias_candidates before the metrics (modules.rerank): none | popularity (penalty on
+    # standardised log popularity, strength >= 0) | mmr (diversity, strength in [0, 1]); strength 0 = plain ranking
+    bias_rerank: str = "none"
+    bias_strength: float = 0.0
+    bias_candidates: int = 100
+    # beyond-accuracy metrics (trainer.evaluation.beyond) of the top-K lists at this K; 0 = off
+    beyond_k: int = 10
     sampled_negatives: int = 0  # > 0: rank the target among this many sampled negatives (paper protocol)
     item_chunk: int = 65536
     per_user: bool = True  # write per-user metrics (Parquet) for significance tests
@@ -150,7 +164,7 @@ def from_dict(raw: DictConfig | dict[str, Any]) -> TrainConfig:
     """
     if isinstance(raw, DictConfig):  # plain data, so keys forced in with `+key=` are checked too
         raw = OmegaConf.to_container(raw, resolve=True)
-    raw = dict(raw)
+    raw = dict(_migrate(raw))
     model_raw = raw.pop("model", None) or {}
     schema = OmegaConf.structured(TrainConfig)
     OmegaConf.set_struct(schema, True)
@@ -163,6 +177,37 @@ def from_dict(raw: DictConfig | dict[str, Any]) -> TrainConfig:
     cfg.model = model
     validate(cfg)
     return cfg
+
+
+def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
+    """Read run folders written before ``eval.protocol`` existed: ``eval.filter_seen`` true/false becomes
+    ``seen_removed``/``none`` (both evaluated with today's rule: a repeated target is removed with its history)."""
+    old = raw.get("eval") if isinstance(raw, dict) else None
+    if isinstance(old, dict) and "filter_seen" in old:
+        old = dict(old)
+        old.setdefault("protocol", "seen_removed" if old.pop("filter_seen") else "none")
+        raw = {**raw, "eval": old}
+    model = raw.get("model") if isinstance(raw, dict) else None
+    if isinstance(model, dict) and model.get("name") == "sasrec" and set(model) & set(_FLAT_SASREC):
+        raw = {**raw, "model": _nest_flat_sasrec(model)}
+    return raw
+
+
+# SASRec run folders written before the model registry held one flat ``model`` section: key -> component
+_FLAT_SASREC = {
+    **{key: "encoder" for key in ("num_blocks", "num_heads", "dropout", "attn_backend", "block",
+                                   "position_init_std", "length_groups")},
+    **{key: "objective" for key in ("loss", "gbce_t", "temperature", "softmax_chunk")},
+}
+
+
+def _nest_flat_sasrec(model: dict[str, Any]) -> dict[str, Any]:
+    """A flat pre-registry SASRec ``model`` section in today's per-component layout (same values)."""
+    nested: dict[str, Any] = {key: value for key, value in model.items() if key not in _FLAT_SASREC}
+    for key, component in _FLAT_SASREC.items():
+        if key in model:
+            nested.setdefault(component, {})[key] = model[key]
+    return nested
 
 
 def _model_config(raw: Any) -> Any:
@@ -231,6 +276,7 @@ def validate(cfg: TrainConfig) -> None:
         ),
         (o.schedule in ("cosine", "constant"), "optim.schedule must be cosine or constant"),
         (o.accumulate >= 1, "optim.accumulate must be >= 1"),
+        (0.0 <= o.ema_decay < 1.0, f"optim.ema_decay must be in [0, 1) (0: off), got {o.ema_decay}"),
         (o.loss_weight in ("batch", "target"), "optim.loss_weight must be batch or target"),
         (
             o.accumulate == 1 or not t.pipeline,
@@ -245,6 +291,23 @@ def validate(cfg: TrainConfig) -> None:
         (t.eval_split in ("valid", "test"), "trainer.eval_split must be valid or test"),
         (t.threads >= 0, f"trainer.threads must be >= 0 (0: fit the machine), got {t.threads}"),
         (not (t.resume and t.init_from), "trainer.resume and trainer.init_from exclude each other; set one"),
+        (
+            0 <= e.beyond_k <= max(e.ks, default=0),
+            f"eval.beyond_k={e.beyond_k} must lie in 0..max(eval.ks) (the top-k lists are that long)",
+        ),
+        (e.bias_rerank in RERANKERS, f"eval.bias_rerank={e.bias_rerank!r} is unknown; choose one of {', '.join(RERANKERS)}"),
+        (
+            e.bias_strength >= 0 and (e.bias_rerank != "mmr" or e.bias_strength <= 1),
+            f"eval.bias_strength={e.bias_strength} must be >= 0 (and <= 1 for mmr)",
+        ),
+        (
+            e.bias_candidates >= max(e.ks, default=1),
+            f"eval.bias_candidates={e.bias_candidates} must be >= max(eval.ks)",
+        ),
+        (
+            e.protocol in EVAL_PROTOCOLS,
+            f"eval.protocol={e.protocol!r} is unknown; choose one of {', '.join(EVAL_PROTOCOLS)}",
+        ),
         (
             all(k >= 1 for k in e.ks) and 10 in e.ks,
             "eval.ks must be positive and include 10 (early stopping)",

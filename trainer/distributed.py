@@ -12,6 +12,7 @@ import datetime
 import logging
 import os
 import socket
+from pathlib import Path
 
 import fbgemm_gpu  # noqa: F401  (registers fbgemm ops before torchrec modules load)
 import torch
@@ -231,3 +232,20 @@ def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value
+
+
+def record_plan(model: DistributedModelParallel, run_dir: Path, env: DistEnv, optim: OptimConfig) -> dict:
+    """Log the sharding plan this run trains with and write it to ``run_dir/plan.json`` (rank 0).
+
+    Per table: sharding type, ranks, bytes of weights and fused-optimizer state per rank; per rank: the total and
+    the balance (max/mean).
+    """
+    from trainer.plan_report import format_plan, summarise_plan, write_report
+
+    shapes = {name.rsplit(".", 2)[-2]: tuple(p.shape) for name, p in model.named_parameters() if p.dim() == 2}
+    report = summarise_plan(model.plan, env.world_size, optimizer=optim.sparse_optimizer, shapes=shapes)
+    if env.is_main:
+        log.info("sharding plan on %d rank(s):\n%s", env.world_size, format_plan(report) if report["tables"]
+                 else "no table sharded (trainer.sharding=replicated: tables under DDP)")
+        write_report(report, run_dir / "plan.json")
+    return report

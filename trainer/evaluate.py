@@ -3,12 +3,16 @@
 Every user is evaluated (no sampling cap). All item embeddings are computed once (each rank looks up a slice of
 the catalogue through the sharded tables, then the slices are all-gathered), users are scored in batches with
 matmul + top-k over item chunks, items the user has already interacted with are filtered (configurable), and the
-per-user metrics are reduced across ranks at the end. ``eval.sampled_negatives=100`` switches to the SASRec
-paper's protocol (target ranked among 100 sampled unseen items), labelled as such in the output.
+per-user metrics are reduced across ranks at the end. ``eval.protocol`` names which items leave the ranking:
+``seen_removed`` (default: the user's whole history, a repeated target too, so a repeat is a miss, as in S3-Rec's
+code and most published tables) or ``none`` (nothing removed: RecBole's full ranking). ``eval.sampled_negatives=100``
+switches to the SASRec paper's protocol (target ranked among 100 sampled unseen items). Every results file names
+its dataset, split, split policy (leave-one-out or time cut), protocol and ranking.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -22,13 +26,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from trainer.baselines import BASELINES, BaselineConfig, fit
 from trainer.config import EvalConfig
 from trainer.data.schema import SEQUENCES, Manifest
 from trainer.distributed import DistEnv
-from trainer.evaluation.metrics import MetricAccumulator
-from trainer.evaluation.ranking import full_ranking, sample_negatives, sampled_ranks
+from trainer.evaluation.accumulate import EvaluationPass
+from trainer.evaluation.results import check_writable, results_stem, write_json_atomic
 
 log = logging.getLogger("seqrec.evaluate")
+FULL_HISTORY = 1 << 20  # loader max_len that keeps every history item (the item-to-item baselines read all)
 
 
 class SeenIndex:
@@ -107,61 +113,49 @@ def evaluate_model(
     env: DistEnv,
     per_user_path: Path | None = None,
     progress: bool = False,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Metrics of ``model`` over every example of ``loader`` (a kind="last" loader), reduced across ranks."""
-    split = loader.dataset.config.split
+    from tqdm.auto import tqdm
+
+    split, folder = loader.dataset.config.split, str(loader.dataset.folder)
     was_training = model.training
     model.eval()
     inner = unwrap(model)
     items = item_table(model, manifest.num_items, env)
-    seen_index = SeenIndex.cached(loader.dataset.folder, split) if cfg.filter_seen or cfg.sampled_negatives else None
-    sampled = cfg.sampled_negatives > 0
-    acc = MetricAccumulator(
-        ks=cfg.ks,
-        metrics=("ndcg", "hr", "recall", "mrr", "map")
-        if sampled
-        else ("ndcg", "hr", "recall", "mrr", "map", "coverage"),
-        num_items=manifest.num_items,
-        keep_per_user=per_user_path is not None,
-    )
-    generator = torch.Generator().manual_seed(1234 + env.rank)
-    users: list[torch.Tensor] = []
-    from tqdm.auto import tqdm
-
+    needs_seen = cfg.protocol == "seen_removed" or cfg.sampled_negatives or cfg.beyond_k
+    seen_index = SeenIndex.cached(folder, split) if needs_seen else None
+    state = EvaluationPass(cfg, manifest, folder, items, seen_index, env.device, per_user_path is not None)
     for batch in tqdm(loader, desc=f"evaluate {split}", disable=not (progress and env.is_main), leave=False):
         batch = batch.to(env.device)
-        queries = inner.encode(batch).float()
-        targets = batch.sparse["target"]
-        seen = seen_index.gather(batch.user_idx) if seen_index is not None else None
-        if sampled:
-            first = targets.offsets()[:-1]
-            target = targets.values()[first]
-            negatives = sample_negatives(manifest.num_items, target, seen, cfg.sampled_negatives, generator)
-            acc.update(sampled_ranks(queries, items, target, negatives))
-        else:
-            mask = seen if cfg.filter_seen else None
-            jagged = (targets.values(), targets.offsets())
-            result = full_ranking(queries, items, max(cfg.ks), jagged, mask, cfg.item_chunk)
-            acc.update(result.ranks.rank, targets.offsets(), topk_ids=result.ids)
-        users.append(batch.user_idx.cpu())
+        state.add(batch, inner.encode(batch).float())
     if per_user_path is not None:
-        _write_per_user(
-            per_user_path, env, torch.cat(users) if users else torch.empty(0, dtype=torch.int64), acc
-        )
-    acc.all_reduce()
+        _write_per_user(per_user_path, env, *state.per_user(), Path(folder))
     model.train(was_training)
-    metrics = acc.compute()
-    metrics["protocol"] = f"sampled-{cfg.sampled_negatives}" if sampled else "full"  # type: ignore[assignment]
-    return metrics
+    return state.finish(split)
 
 
-def _write_per_user(path: Path, env: DistEnv, users: torch.Tensor, acc: MetricAccumulator) -> None:
-    """One Parquet file per rank (``<name>.rank<r>.parquet``): user_idx + every per-user metric."""
-    values = acc.per_user()
-    columns = {"user_idx": pa.array(users.numpy())}
+def _write_per_user(
+    path: Path, env: DistEnv, users: torch.Tensor, values: dict[str, torch.Tensor], folder: Path
+) -> None:
+    """One Parquet file per rank (``<name>.rank<r>.parquet``): user_idx, the raw user id and every per-user
+    metric; written to a temporary name and renamed, so a crash leaves no half-written file."""
+    columns = {"user_idx": pa.array(users.numpy()), "user_id": raw_user_ids(folder, users.numpy())}
     columns.update({name: pa.array(v.numpy()) for name, v in values.items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(columns), path.with_suffix(f".rank{env.rank}.parquet"))
+    final = path.with_suffix(f".rank{env.rank}.parquet")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp")
+    pq.write_table(pa.table(columns), tmp)
+    tmp.replace(final)
+
+
+def raw_user_ids(folder: str | Path, user_idx: np.ndarray) -> pa.Array:
+    """The raw ids (as in the source log) of the given dense user indices, from ``users.parquet``."""
+    from trainer.data.schema import USERS
+
+    table = pq.read_table(Path(folder) / USERS, columns=["user_idx", "raw_id"])
+    order = np.argsort(table.column("user_idx").to_numpy())
+    rows = order[np.searchsorted(table.column("user_idx").to_numpy()[order], user_idx)]
+    return table.column("raw_id").combine_chunks().take(pa.array(rows))
 
 
 # ------------------------------------------------------------------------------------------------- the command
@@ -169,15 +163,32 @@ def add_arguments(parser: Any) -> None:
     """``seqrec evaluate`` arguments."""
     parser.add_argument(
         "run",
-        help="run folder (outputs/<experiment>/<run_id>) or one of its checkpoints; with --popularity, a dataset folder",
+        help="run folder (outputs/<experiment>/<run_id>) or one of its checkpoints; with --baseline, a dataset folder",
     )
     parser.add_argument(
-        "--popularity",
-        action="store_true",
-        help="evaluate the most-popular baseline on the dataset folder given as RUN (same protocol as models)",
+        "--baseline",
+        choices=BASELINES,
+        help="evaluate a non-neural baseline fitted on the training part of the dataset folder given as RUN "
+        "(same protocol as models); results go to --output",
+    )
+    parser.add_argument("--popularity", action="store_true", help="same as --baseline popularity")
+    parser.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="baseline hyper-parameter, repeatable: ease_lambda (500), knn_neighbours (100), knn_shrink (10)",
+    )
+    parser.add_argument(
+        "--output",
+        help="folder for a baseline's results (default: outputs/baselines/<dataset folder name>/<baseline>)",
     )
     parser.add_argument(
         "--split", choices=("valid", "test"), default="test", help="which targets (default: test)"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing results file computed with other settings (refused otherwise)",
     )
     parser.add_argument(
         "--rerank",
@@ -190,41 +201,99 @@ def add_arguments(parser: Any) -> None:
         "overrides",
         nargs="*",
         metavar="KEY=VALUE",
-        help="config overrides on top of the run's config.yaml, e.g. eval.sampled_negatives=100 eval.filter_seen=false",
+        help="config overrides on top of the run's config.yaml, e.g. eval.sampled_negatives=100 eval.protocol=none",
     )
 
 
-def evaluate_popularity(folder: str | Path, split: str, cfg: EvalConfig, batch_size: int = 1024) -> dict[str, Any]:
-    """The most-popular baseline under exactly the protocol used for trained models (this process only)."""
-    from modules.popularity import Popularity
+def evaluate_baseline(
+    folder: str | Path,
+    split: str,
+    cfg: EvalConfig,
+    name: str = "popularity",
+    params: BaselineConfig | None = None,
+    per_user_path: Path | None = None,
+    batch_size: int = 512,
+) -> dict[str, Any]:
+    """A baseline fitted on the folder's training part, under exactly the protocol of trained models (one process)."""
     from trainer.data.loader import LoaderConfig, build_loader
-    from trainer.data.schema import ITEMS, read_manifest
+    from trainer.data.schema import read_manifest
 
     manifest = read_manifest(folder)
-    popularity = pq.read_table(Path(folder) / ITEMS, columns=["popularity"]).column("popularity").to_numpy()
-    model = Popularity(torch.from_numpy(np.concatenate([[0], popularity]).astype(np.float32)))
-    loader = build_loader(folder, LoaderConfig(batch_size=batch_size, max_len=1, kind="last", split=split, shuffle=False))
+    model = fit(name, folder, params or BaselineConfig())
+    # the item-to-item baselines read the whole history; popularity none of it
+    max_len = 1 if name == "popularity" else FULL_HISTORY
+    loader = build_loader(
+        folder, LoaderConfig(batch_size=batch_size, max_len=max_len, kind="last", split=split, shuffle=False)
+    )
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend="none")
-    return evaluate_model(model, loader, manifest, cfg, env)
+    return evaluate_model(model, loader, manifest, cfg, env, per_user_path)
+
+
+def evaluate_popularity(folder: str | Path, split: str, cfg: EvalConfig) -> dict[str, Any]:
+    """The most-popular baseline (`evaluate_baseline` with ``name="popularity"``)."""
+    return evaluate_baseline(folder, split, cfg, "popularity")
+
+
+def _results_target(out_dir: Path, split: str, cfg: EvalConfig, tags: tuple[str, ...]) -> tuple[Path, Path | None]:
+    """The results file and the per-user file stem of these settings."""
+    name = results_stem(split, cfg, tags)
+    return out_dir / f"eval_{name}.json", (out_dir / f"per_user_{name}.parquet" if cfg.per_user else None)
+
+
+def _settings(cfg: EvalConfig, **extra: Any) -> dict[str, Any]:
+    """What the results depend on, recorded in the file so a rerun with other settings is noticed."""
+    knobs = {"bias_rerank": cfg.bias_rerank, "bias_strength": cfg.bias_strength, "bias_candidates": cfg.bias_candidates}
+    return {**extra, "protocol": cfg.protocol, "sampled_negatives": cfg.sampled_negatives, "ks": sorted(cfg.ks),
+            **(knobs if cfg.bias_rerank != "none" else {})}
+
+
+def _baseline_params(pairs: list[str]) -> BaselineConfig:
+    """``--param KEY=VALUE`` pairs into a `BaselineConfig` (unknown keys and bad values name the key)."""
+    from trainer.errors import ConfigError
+
+    known = {f.name: f.type for f in dataclasses.fields(BaselineConfig)}
+    values: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, _, value = pair.partition("=")
+        if key not in known:
+            raise ConfigError(f"--param {key}: unknown; choose from {', '.join(known)}")
+        try:
+            values[key] = int(value) if known[key] in (int, "int") else float(value)
+        except ValueError:
+            raise ConfigError(f"--param {key}={value!r}: not a number") from None
+    return BaselineConfig(**values)
+
+
+def _run_baseline(args: Any, name: str) -> int:
+    from trainer.config import load_config
+    from trainer.errors import ConfigError
+
+    other = [o for o in args.overrides if not o.startswith("eval.")]
+    if other:
+        raise ConfigError(f"with --baseline only eval.* overrides apply; got {other}")
+    cfg = load_config(args.overrides).eval
+    folder = Path(args.run)
+    out_dir = Path(args.output) if args.output else Path("outputs") / "baselines" / folder.resolve().name / name
+    out, per_user = _results_target(out_dir, args.split, cfg, ())
+    settings = _settings(cfg, baseline=name, data=str(folder), params=dataclasses.asdict(_baseline_params(args.param)))
+    check_writable(out, settings, args.overwrite)
+    metrics = evaluate_baseline(folder, args.split, cfg, name, _baseline_params(args.param), per_user)
+    write_json_atomic(out, {"baseline": name, "settings": settings, **metrics})
+    print(json.dumps({"baseline": name, **metrics}, indent=2))
+    print(f"metrics written to {out}")
+    return 0
 
 
 def run(args: Any) -> int:
-    """Load the run's best-validation (else newest) checkpoint, any world size; write ``eval_<split>.json``
-    (``eval_<split>_sampled<N>.json`` for the sampled protocol)."""
+    """Load the run's best-validation (else newest) checkpoint, any world size; write ``eval_<name>.json`` and
+    ``per_user_<name>.rank<r>.parquet``, named by `results_stem` (split, protocol, sampled negatives, checkpoint,
+    popularity re-ranking)."""
     if getattr(args, "rerank", None):
         from trainer.evaluation import two_stage
 
         return two_stage.run(args)
-    if args.popularity:
-        from trainer.config import load_config
-        from trainer.errors import ConfigError
-
-        other = [o for o in args.overrides if not o.startswith("eval.")]
-        if other:
-            raise ConfigError(f"with --popularity only eval.* overrides apply; got {other}")
-        metrics = evaluate_popularity(args.run, args.split, load_config(args.overrides).eval)
-        print(json.dumps({"baseline": "popularity", "split": args.split, **metrics}, indent=2))
-        return 0
+    if args.popularity or args.baseline:
+        return _run_baseline(args, args.baseline or "popularity")
     from omegaconf import OmegaConf
 
     from trainer import checkpoint
@@ -242,6 +311,11 @@ def run(args: Any) -> int:
     run_dir = ckpt.parent.parent
     raw = OmegaConf.merge(OmegaConf.load(run_dir / "config.yaml"), OmegaConf.from_dotlist(args.overrides))
     cfg = from_dict(raw)
+    # a checkpoint other than the one the run reports (best validation, else newest) gets its own files
+    tags = () if ckpt == checkpoint.best_checkpoint(run_dir) else (ckpt.name,)
+    out, per_user = _results_target(run_dir, args.split, cfg.eval, tags)
+    settings = _settings(cfg.eval, checkpoint=ckpt.name)
+    check_writable(out, settings, args.overwrite)
     env = init_distributed()
     try:
         manifest = read_manifest(cfg.data.path)
@@ -259,15 +333,11 @@ def run(args: Any) -> int:
             shuffle=False,
         )
         loader = build_loader(cfg.data.path, loader_cfg, env.rank, env.world_size)
-        # the sampled protocol gets its own files: it must not replace the full-ranking results of the split
-        name = args.split + (f"_sampled{cfg.eval.sampled_negatives}" if cfg.eval.sampled_negatives else "")
-        per_user = run_dir / f"per_user_{name}.parquet" if cfg.eval.per_user else None
         metrics = task.evaluate(model, loader, manifest, cfg.eval, env, per_user, progress=True)
     finally:
         shutdown_distributed()
     if env.is_main:
-        out = run_dir / f"eval_{name}.json"
-        out.write_text(json.dumps({"checkpoint": str(ckpt), "split": args.split, **metrics}, indent=2) + "\n")
+        write_json_atomic(out, {"checkpoint": str(ckpt), "settings": settings, **metrics})
         print(json.dumps(metrics, indent=2))
         print(f"metrics written to {out}")
     return 0

@@ -13,6 +13,7 @@ Launch unchanged on one process, on ``torchrun --nproc-per-node 2`` or
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -44,9 +45,11 @@ from trainer.distributed import (
     init_dense_state,
     init_distributed,
     lr_factor,
+    record_plan,
     shard_model,
     shutdown_distributed,
 )
+from trainer.ema import DenseEMA
 from trainer.errors import ConfigError, SeqrecError
 from trainer.logs import setup_logging
 from trainer.model_factory import build_model
@@ -79,7 +82,9 @@ class Trainer:
             cfg.trainer.sharding,
             cfg.data.batch_size,
         )
+        record_plan(self.model, self.run_dir, env, cfg.optim)  # log the plan and write plan.json into the run folder
         self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.ema = DenseEMA.of_optimizer(self.optimizer, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
         self.base_lrs = base_lrs(self.optimizer)
         self.pipeline = (
             TrainPipelineSparseDist(self.model, self.optimizer, env.device, custom_model_fwd=self._forward)
@@ -269,6 +274,8 @@ class Trainer:
             if logs is None:
                 break
             self.step += 1
+            if self.ema is not None:
+                self.ema.update()
             self.losses.append(float(logs["loss"]))
             self.throughput += torch.tensor(
                 [time.perf_counter() - started, float(logs["num_sequences"]), float(logs["num_targets"])],
@@ -332,11 +339,16 @@ class Trainer:
             self.pipeline.detach()  # calling the DMP model directly needs the original forwards back
         loader = self._build_loader(split, self.task.eval_kind, self.cfg.data.eval_batch_size, shuffle=False)
         per_user = self.run_dir / f"per_user_{split}.parquet" if self.cfg.eval.per_user else None
-        metrics = self.task.evaluate(
-            self.model, loader, self.manifest, self.cfg.eval, self.env, per_user_path=per_user, progress=False
-        )
+        with self._averaged():
+            metrics = self.task.evaluate(
+                self.model, loader, self.manifest, self.cfg.eval, self.env, per_user_path=per_user, progress=False
+            )
         self.model.train()
         return metrics
+
+    def _averaged(self) -> Any:
+        """Inside: the model holds the EMA of its dense weights (``optim.ema_decay``), else nothing changes."""
+        return self.ema.swapped() if self.ema is not None else contextlib.nullcontext()
 
     def _evaluate_and_check(self) -> bool:
         """Validate every ``eval_every_epochs``; returns True when early stopping says stop."""
@@ -388,6 +400,7 @@ class Trainer:
             self.pipeline.detach()
         best = checkpoint.checkpoint_dir(self.run_dir, self.best_step)
         checkpoint.load(best, self.model, None, expect=self._meta_expect())
+        self.ema = None  # the loaded model already holds that checkpoint's averaged weights
         log.info("final metrics from the best validation checkpoint %s (%s %.4f)", best, self.task.selection_metric,
                  self.best_metric)
 
@@ -404,6 +417,8 @@ class Trainer:
             "history": json.dumps(self.history),
             "losses": json.dumps(self.losses),
             "throughput": self.throughput.clone(),
+            # saved while swapped (see save_checkpoint): the average holds the live weights then
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -413,6 +428,9 @@ class Trainer:
         self.history = json.loads(state["history"])
         self.losses = json.loads(state["losses"])
         self.throughput = state.get("throughput", self.throughput)
+        if self.ema is not None and "ema" in state:  # the model was loaded with the averaged weights: swap back
+            self.ema.load_state_dict(state["ema"])
+            self.ema.swap()
         checkpoint.set_rng_state(state["rng"])
 
     def save_checkpoint(self) -> None:
@@ -422,7 +440,8 @@ class Trainer:
             meta = {**self._meta_expect(), "world_size": self.env.world_size, "step": self.step, "epoch": self.epoch}
             best = checkpoint.checkpoint_dir(self.run_dir, self.best_step) if self.best_step >= 0 else None
             keep = self.cfg.trainer.keep_checkpoints
-            checkpoint.save(ckpt, self.model, self.optimizer, self.state_dict(), meta, keep=keep, protect=best)
+            with self._averaged():  # the checkpoint's model is what was evaluated; the live weights ride in its state
+                checkpoint.save(ckpt, self.model, self.optimizer, self.state_dict(), meta, keep=keep, protect=best)
         # Also when the step was already checkpointed (checkpoint_every ending on an epoch's last step).
         if self.env.is_main and self.best_step == self.step:
             best = {"step": self.step, "epoch": self.epoch, self.task.selection_metric: self.best_metric}

@@ -16,12 +16,12 @@ import torch
 from torch import nn
 
 from modules import sequence as seq  # helpers by module attribute: FX sees their torch.fx.wrap
-from modules.attention import BACKENDS
+from modules.attention_config import BACKENDS, AttentionConfig
 from modules.contract import SequenceEncoder
 from modules.dropout import Dropout
 from modules.registry import register
 from modules.sequence import PositionTable, SequenceModelConfig, SequenceRecommender
-from modules.transformer import LAYOUTS, TransformerBlock
+from modules.transformer import LAYOUTS, TransformerBlock, run_blocks
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -35,6 +35,7 @@ class SASRecEncoderConfig:
         block: block layout, ``pre_ln`` or ``normed_residual`` (the original SASRec code's).
         position_init_std: std of the position table's initialisation (> 0).
         length_groups: the blocks run on this many length-sorted groups of each batch (less padding); 1 = off.
+        attention: parameters of ``attn_backend`` and block checkpointing (`modules.attention_config`).
     """
 
     num_blocks: int = 2
@@ -44,6 +45,7 @@ class SASRecEncoderConfig:
     block: str = "pre_ln"
     position_init_std: float = 0.02
     length_groups: int = 4
+    attention: AttentionConfig = dataclasses.field(default_factory=AttentionConfig)
 
     def validate(self, dim: int) -> None:
         """Raise `ValueError` naming the ``model.encoder.<key>`` to change."""
@@ -60,6 +62,7 @@ class SASRecEncoderConfig:
             raise ValueError(f"model.encoder.block must be one of {LAYOUTS}, got {self.block!r}")
         if self.position_init_std <= 0.0:
             raise ValueError(f"model.encoder.position_init_std must be > 0, got {self.position_init_std}")
+        self.attention.validate(self.attn_backend, self.dropout, prefix="model.encoder.attention")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -78,12 +81,13 @@ class SASRecEncoder(SequenceEncoder):
     def __init__(self, config: SASRecEncoderConfig, dim: int, max_len: int, device=None) -> None:
         super().__init__()
         self.dim, self.max_len, self.length_groups = dim, max_len, config.length_groups
+        self.checkpoint_blocks = config.attention.checkpoint
         self.positions = PositionTable(max_len, dim, config.position_init_std, device=device)
         self.input_dropout = Dropout(config.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(
                 dim, config.num_heads, dropout=config.dropout, attn_backend=config.attn_backend,
-                layout=config.block, device=device,
+                layout=config.block, device=device, attn_config=config.attention,
             )
             for _ in range(config.num_blocks)
         )
@@ -92,12 +96,20 @@ class SASRecEncoder(SequenceEncoder):
     def forward(self, embedded: torch.Tensor, lengths: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
         if not torch.fx._symbolic_trace.is_fx_symbolic_tracing():
             seq.check_lengths(lengths, self.max_len)
-        positions = self.positions(seq.positions_from_end(lengths, self.max_len))
-        x = seq.padded_dense(embedded, lengths) * math.sqrt(self.dim) + positions
-        x = self.input_dropout(x * seq.real_mask(lengths))
-        if self.training and self.length_groups > 1:
-            return seq.run_grouped(self._blocks, x, lengths, self.length_groups)
+        return self.padded(seq.padded_dense(embedded, lengths), lengths)
+
+    def padded(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The same on right-padded embeddings ``(B, L, D)`` (zeros at padding; plain torch ops, ONNX-exportable)."""
+        cols = torch.arange(x.shape[1], device=x.device)
+        positions = self.positions((self.max_len - lengths[:, None] + cols).clamp(min=0, max=self.max_len - 1))
+        real = (cols < lengths[:, None]).unsqueeze(-1)
+        x = self.input_dropout((x * math.sqrt(self.dim) + positions) * real)
+        if self.training:  # lengths let the jagged backend skip padding; eval (and export's trace) runs without
+            return seq.run_grouped(self._train_blocks, x, lengths, self.length_groups, pass_lengths=True)
         return self._blocks(x)
+
+    def _train_blocks(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.final_norm(run_blocks(self.blocks, x, lengths, self.checkpoint_blocks))
 
     def _blocks(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:

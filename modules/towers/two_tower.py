@@ -110,7 +110,10 @@ class MeanPoolEncoder(SequenceEncoder):
         self.max_len = max_len
 
     def forward(self, embedded: torch.Tensor, lengths: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
-        x = seq.padded_dense(embedded, lengths)
+        return self.padded(seq.padded_dense(embedded, lengths), lengths)
+
+    def padded(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The same on right-padded ``(B, L, D)`` embeddings (zeros at padding)."""
         count = torch.arange(1, x.shape[1] + 1, device=x.device, dtype=x.dtype)[None, :, None]
         return x.cumsum(1) / count
 
@@ -232,6 +235,26 @@ class TwoTower(SequenceRecommender):
         for module in (*self.item_tower.modules(), *self.user_tower.modules()):
             if isinstance(module, (nn.Linear, FeatureBag)):
                 module.reset_parameters()
+
+    def codes_of(self, ids: torch.Tensor) -> torch.Tensor:
+        """The packed feature codes `PaddedItemTower` takes, ``(n, sum_f M_f)``."""
+        index = ids.to("cpu", torch.int64)
+        columns = [codes[index] for codes in self.item_tower.features.codes]
+        return torch.cat(columns, dim=1) if columns else torch.zeros(len(index), 0, dtype=torch.int64)
+
+    @torch.no_grad()
+    def tower_modules(self) -> tuple[nn.Module, nn.Module]:
+        """Both towers on plain tensors (eval mode copies), for TorchScript and ONNX export."""
+        import copy
+
+        from modules.towers.padded import PaddedItemTower, PaddedUserTower, drop_dropout
+
+        table = self.item_ec.embeddings["item_table"].weight.detach()
+        parts = copy.deepcopy((self.encoder, self.user_tower, self.item_tower))
+        for part in parts:  # eval: dropout is the identity, and TorchScript cannot compile modules.dropout's masks
+            drop_dropout(part)
+        user = PaddedUserTower(table, parts[0], parts[1].mlp, self.user_tower.features.width)
+        return user.eval(), PaddedItemTower(table, parts[2]).eval()
 
     @torch.no_grad()
     def retrieval_export(self) -> RetrievalExport:

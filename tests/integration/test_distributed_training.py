@@ -69,8 +69,12 @@ def test_two_rank_checkpoint_evaluates_on_one_rank(torchx_run: Path) -> None:
     trained = json.loads((torchx_run / "metrics.json").read_text())["test"]
     assert seqrec(["evaluate", str(torchx_run), "--split", "test"]) == 0
     again = json.loads((torchx_run / "eval_test.json").read_text())
-    for key in ("ndcg@10", "hr@10", "mrr", "users"):
+    beyond = ("coverage@10", "gini@10", "avg_pop@10", "novelty@10", "ild@10", "serendipity@10", "removed_targets")
+    for key in ("ndcg@10", "hr@10", "mrr", "users", *beyond):  # the beyond-accuracy sums reduce across ranks too
         assert again[key] == pytest.approx(trained[key], abs=1e-6), key
+    for grouping in ("history_length", "target_popularity"):
+        for name, bucket in again["buckets"][grouping].items():
+            assert bucket == pytest.approx(trained["buckets"][grouping][name], abs=1e-6), (grouping, name)
 
 
 def test_torchrun_table_wise_plain_loop_matches_one_rank(tiny_dataset: Path, tmp_path: Path) -> None:

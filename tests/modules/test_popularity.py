@@ -21,9 +21,10 @@ def test_ranks_items_by_popularity() -> None:
     assert ids.tolist() == [[2, 1, 3], [2, 1, 3]]
 
 
-def test_popularity_baseline_on_a_dataset(tiny_dataset: Path, capsys) -> None:
+def test_popularity_baseline_on_a_dataset(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
     metrics = evaluate_popularity(tiny_dataset, "test", EvalConfig(ks=[10]))
     assert metrics["users"] == 600 and 0.0 < metrics["ndcg@10"] < 1.0
-    assert seqrec(["evaluate", "--popularity", str(tiny_dataset), "eval.ks=[5,10]"]) == 0
+    out = ["--output", str(tmp_path / "pop")]
+    assert seqrec(["evaluate", "--popularity", str(tiny_dataset), *out, "eval.ks=[5,10]"]) == 0
     assert '"baseline": "popularity"' in capsys.readouterr().out
     assert seqrec(["evaluate", "--popularity", str(tiny_dataset), "model.dim=3"]) == 2

@@ -144,3 +144,36 @@ def test_warm_up_calls_the_model_at_batch_one_and_the_server_batch_size(export_d
     assert batches == [1, 1, 4, 4]
     service.warm_up(1, calls=1)
     assert batches[4:] == [1]
+
+
+def test_popularity_penalty_per_request(handler, export_dir: Path) -> None:
+    h, context = handler
+    ids = _raw_ids(export_dir)
+    popularity = dict(zip(ids, json.loads((export_dir / "id_map.json").read_text())["popularity"]))
+    history = ids[10:16]
+    plain, zero, strong, bad = h.handle(
+        [{"body": {"history": history, "k": 10}}, {"body": {"history": history, "k": 10, "popularity_penalty": 0}},
+         {"body": {"history": history, "k": 10, "popularity_penalty": 3.0}},
+         {"body": {"history": history, "popularity_penalty": "high"}}],
+        context,
+    )
+    assert zero == plain and context.statuses[3][0] == 400 and "popularity_penalty" in context.statuses[3][1]
+    assert len(strong["items"]) == 10 and not set(strong["items"]) & set(history)
+    assert np.mean([popularity[i] for i in strong["items"]]) < np.mean([popularity[i] for i in plain["items"]])
+    assert strong["scores"] != sorted(strong["scores"], reverse=True)  # re-ranked against the model's order
+
+
+def test_diversity_per_request(handler, export_dir: Path) -> None:
+    h, context = handler
+    ids = _raw_ids(export_dir)
+    history = ids[20:26]
+    plain, zero, diverse, both = h.handle(
+        [{"body": {"history": history, "k": 10}}, {"body": {"history": history, "k": 10, "diversity": 0}},
+         {"body": {"history": history, "k": 10, "diversity": 0.9}},
+         {"body": {"history": history, "diversity": 0.5, "popularity_penalty": 1}}],
+        context,
+    )
+    assert zero == plain and context.statuses[3][0] == 400
+    assert 2 not in context.statuses, context.statuses
+    assert len(diverse["items"]) == 10 and diverse["items"][0] == plain["items"][0]  # MMR keeps the best first
+    assert diverse["items"] != plain["items"] and not set(diverse["items"]) & set(history)

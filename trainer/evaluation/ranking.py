@@ -27,12 +27,14 @@ DEFAULT_ITEM_CHUNK = 65536
 
 
 class TargetRanks(NamedTuple):
-    """Per-target result of `target_ranks`; both ``(T,) int64``."""
+    """Per-target result of `target_ranks`: ``rank`` and ``ties`` ``(T,) int64``, ``removed`` ``(T,) bool``."""
 
     rank: torch.Tensor
-    """0-based rank: the number of rankable items scoring strictly higher than the target."""
+    """0-based rank: the number of rankable items scoring strictly higher than the target; N when removed."""
     ties: torch.Tensor
-    """The number of other rankable items scoring exactly the target's score."""
+    """The number of other rankable items scoring exactly the target's score (0 when removed)."""
+    removed: torch.Tensor
+    """True where the target is in its own query's seen list, so it was removed from the ranking (a miss)."""
 
 
 def _rows_of(offsets: torch.Tensor, batch: int | None = None, name: str = "offsets") -> torch.Tensor:
@@ -206,8 +208,15 @@ class _RankCounter:
         self.equal[t] -= (self_score == self.own[t, 0]).long()
         self.higher[t] -= (self_score > self.own[t, 0]).long()
 
-    def result(self) -> TargetRanks:
-        return TargetRanks(rank=self.higher, ties=self.equal)
+    def result(self, seen: _ByChunk | None, num_items: int) -> TargetRanks:
+        """Ranks; a target that is also in its query's seen list was removed with it: rank N (below every item)."""
+        removed = torch.zeros_like(self.higher, dtype=torch.bool)
+        if seen is not None and seen.items.numel():
+            stride = num_items + 1
+            keys = self.by_chunk.rows * stride + self.by_chunk.items
+            removed[self.by_chunk.order] = torch.isin(keys, seen.rows * stride + seen.items)
+        rank = self.higher.masked_fill(removed, num_items)
+        return TargetRanks(rank=rank, ties=self.equal.masked_fill(removed, 0), removed=removed)
 
 
 class FullRanking(NamedTuple):
@@ -248,7 +257,8 @@ def full_ranking(
         if counter is not None:
             counter.update(scores, start, i)
     top_scores, top_ids = top.result() if top is not None else (None, None)
-    return FullRanking(top_scores, top_ids, counter.result() if counter is not None else None)
+    ranks = counter.result(seen_pairs, num_items) if counter is not None else None
+    return FullRanking(top_scores, top_ids, ranks)
 
 
 def topk_full_ranking(
@@ -293,13 +303,14 @@ def target_ranks(
         item_chunk: items scored per matmul; memory O((B + T) * item_chunk).
 
     Returns:
-        `TargetRanks` of ``(T,) int64``: ``rank`` = number of rankable items (not padding, not seen) scoring
-        strictly higher than the target; ``ties`` = number of other rankable items with the same score.
-        The target itself always stays rankable, even when it is in its own seen list: a re-consumed item is a
-        valid target. Other targets of the same query compete like any item (unless seen), so with several
-        targets the ranks are positions in one ranked list. Consistent with `topk_full_ranking` (same
-        ``item_chunk``): a target not in the seen list and without ties is in the top k iff ``rank < k``
-        (with ties, ``topk_full_ranking`` puts the tied items of lower id first).
+        `TargetRanks`: ``rank`` = number of rankable items (not padding, not seen) scoring strictly higher than
+        the target; ``ties`` = number of other rankable items with the same score. A target that is in its own
+        seen list is removed like every seen item (the S3-Rec protocol: a repeated target is a miss): its
+        ``rank`` is N, below every rankable item, and ``removed`` is True. Keeping it rankable while its seen
+        competitors are removed would use knowledge of the answer. Other targets of the same query compete
+        like any item (unless seen), so with several targets the ranks are positions in one ranked list.
+        Consistent with `topk_full_ranking` (same ``item_chunk``): a target without ties is in the top k iff
+        ``rank < k`` (with ties, ``topk_full_ranking`` puts the tied items of lower id first).
     """
     return full_ranking(queries, item_emb, targets=targets, seen=seen, item_chunk=item_chunk).ranks
 

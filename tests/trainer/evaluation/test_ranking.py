@@ -130,13 +130,25 @@ def test_target_ranks_hand_example():
 
 @pytest.mark.parametrize("chunk", [1, 3, 65536])
 def test_target_ranks_seen_filtering_and_target_in_seen(chunk):
-    # Target 4 with seen {2, 4}: item 2 (above it) is removed, the target itself stays rankable: above it
-    # remain 3 and 5 -> rank 2.
-    ranks = target_ranks(HAND_QUERY, HAND_ITEMS, jagged([[4]]), seen=jagged([[2, 4]]), item_chunk=chunk)
-    assert ranks.rank.tolist() == [2]
-    # Target 3 seen as well as its tie partner 5: only item 2 ties with it now.
-    ranks = target_ranks(HAND_QUERY, HAND_ITEMS, jagged([[3]]), seen=jagged([[3, 5]]), item_chunk=chunk)
+    # Target 4 with seen {2}: item 2 (above it) is removed; above it remain 3 and 5 -> rank 2.
+    ranks = target_ranks(HAND_QUERY, HAND_ITEMS, jagged([[4]]), seen=jagged([[2]]), item_chunk=chunk)
+    assert (ranks.rank.tolist(), ranks.removed.tolist()) == ([2], [False])
+    # Target 3 with its tie partner 5 seen: only item 2 ties with it now.
+    ranks = target_ranks(HAND_QUERY, HAND_ITEMS, jagged([[3]]), seen=jagged([[5]]), item_chunk=chunk)
     assert (ranks.rank.tolist(), ranks.ties.tolist()) == ([0], [1])
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 65536])
+def test_repeated_target_is_removed_with_the_seen_items(chunk):
+    # Target 4 with seen {2, 4} (a repeat): removed like every seen item -> rank N = 5, a miss at every K <= N,
+    # even though it would rank 2 among the unseen items. The other query's target is not in its seen list.
+    ranks = target_ranks(
+        HAND_QUERY.expand(2, 2), HAND_ITEMS, jagged([[4], [4]]), seen=jagged([[2, 4], [2]]), item_chunk=chunk
+    )
+    assert ranks.rank.tolist() == [5, 2]
+    assert ranks.removed.tolist() == [True, False] and ranks.ties.tolist() == [0, 0]
+    # Nothing removed (seen=None): the repeat competes with every item, seen or not.
+    assert target_ranks(HAND_QUERY, HAND_ITEMS, jagged([[4]]), item_chunk=chunk).rank.tolist() == [3]
 
 
 def test_target_ranks_multiple_targets_compete():
@@ -156,8 +168,10 @@ def test_target_ranks_match_full_score_reference(chunk):
     own = (queries[rows] * item_emb[targets[0]]).sum(1, keepdim=True)
     competitors = scores[rows]
     competitors[torch.arange(rows.numel()), targets[0]] = NEG_INF  # the target never competes with itself
-    assert torch.equal(got.rank, (competitors > own).sum(1))
-    assert torch.equal(got.ties, (competitors == own).sum(1))
+    in_seen = reference_scores(queries, item_emb, seen)[rows, targets[0]] == NEG_INF
+    assert torch.equal(got.removed, in_seen) and in_seen.any() and not in_seen.all()
+    assert torch.equal(got.rank, torch.where(in_seen, 40, (competitors > own).sum(1)))
+    assert torch.equal(got.ties, torch.where(in_seen, 0, (competitors == own).sum(1)))
     assert got.ties.sum() > 0  # the integer problem really has ties
 
 
@@ -166,13 +180,14 @@ def test_target_ranks_consistent_with_topk():
     queries, item_emb = torch.randn(64, 8, generator=gen), torch.randn(501, 8, generator=gen)
     seen = jagged([torch.randint(1, 501, (20,), generator=gen).tolist() for _ in range(64)])
     targets = torch.randint(1, 501, (64,), generator=gen)
-    not_seen = ~(seen[0].view(64, 20) == targets[:, None]).any(1)
+    repeats = (seen[0].view(64, 20) == targets[:, None]).any(1)
     ranks = target_ranks(queries, item_emb, (targets, torch.arange(65)), seen, item_chunk=100)
+    assert repeats.any() and torch.equal(ranks.removed, repeats)
     assert (ranks.ties == 0).all()
     for k in (1, 10, 100, 400):
         _, ids = topk_full_ranking(queries, item_emb, k, seen, item_chunk=100)
         in_topk = (ids == targets[:, None]).any(1)
-        assert torch.equal(in_topk[not_seen], (ranks.rank < k)[not_seen]), k
+        assert torch.equal(in_topk, ranks.rank < k), k
     assert (ranks.rank < 100).any() and (ranks.rank >= 100).any()
 
 
@@ -184,6 +199,7 @@ def test_full_ranking_one_pass_equals_separate_calls():
     ranks = target_ranks(queries, item_emb, targets, seen, item_chunk=9)
     assert torch.equal(both.ids, ids) and torch.equal(both.scores, scores)
     assert torch.equal(both.ranks.rank, ranks.rank) and torch.equal(both.ranks.ties, ranks.ties)
+    assert torch.equal(both.ranks.removed, ranks.removed)
     assert full_ranking(queries, item_emb, targets=targets).ids is None
     assert full_ranking(queries, item_emb, k=3).ranks is None
 
