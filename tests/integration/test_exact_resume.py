@@ -95,7 +95,8 @@ def test_killed_run_resumes_to_the_uninterrupted_loss_curve(straight: tuple[int,
     stopped_at = checkpoint.read_meta(checkpoint.latest_checkpoint(run))["step"]
     assert 7 <= stopped_at < len(reference["train_losses"])
     log = _finish(_command(ranks, [*overrides, "trainer.resume=true"]), tmp_path / "resumed.log")
-    assert f"at step {stopped_at} " in log
+    said = [line for line in log.splitlines() if "resumed from" in line or "checkpoint" in line.lower()]
+    assert f"at step {stopped_at} " in log, (stopped_at, said[:6], killed_log[-1500:])
     _assert_same_run(_metrics(run), reference)
 
 
