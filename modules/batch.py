@@ -10,11 +10,14 @@ Keys of ``sparse`` (all look up the item table; B = batch size):
   ``lengths: (B,) int64`` with ``L_i >= 1``.
 * ``target`` -- for ``kind="causal"``: the next item at every history position (same lengths as ``history``);
   for ``kind="last"``: the item(s) to predict after the history (evaluation may carry several targets);
-  for ``kind="ranker"``: the one candidate scored against the history.
+  for ``kind="ranker"`` / ``"impressions"``: the one candidate scored against the history.
 * ``negatives`` -- optional sampled negatives, ``lengths: (B,)`` all equal to the per-example count; models using
   shared negatives treat the flattened values as one pool.
 
-Dense fields: ``user_idx: (B,) int64``; ``labels: (B,) float32`` (ranker examples, else empty);
+Dense fields: ``user_idx: (B,) int64``; ``labels: (B, H) float32``, one 0/1 column per head (``ranker``: one
+column, 1 for the positive and 0 for sampled negatives; ``impressions``: the dataset's label columns the model's
+heads name; else empty); ``request_time: (B,) int64`` (``impressions``: when the candidate was shown, else
+empty);
 ``target_logq: (T_target,) float32`` and ``negative_logq: (T_neg,) float32`` = log sampling probability of each
 id under the sampler (for logQ correction; empty when the sampler has none); ``actions``: optional per-history
 position action codes ``(sum_i L_i,) int64`` (empty when the dataset has no actions); ``timestamps``: optional
@@ -32,7 +35,8 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from torchrec.streamable import Pipelineable
 
-KINDS = ("causal", "last", "ranker")
+KINDS = ("causal", "last", "ranker", "impressions")
+RANKING_KINDS = ("ranker", "impressions")
 
 
 def _empty(dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -51,6 +55,7 @@ class Batch(Pipelineable):
     negative_logq: torch.Tensor = dataclasses.field(default_factory=_empty)
     actions: torch.Tensor = dataclasses.field(default_factory=lambda: _empty(torch.int64))
     timestamps: torch.Tensor = dataclasses.field(default_factory=lambda: _empty(torch.int64))
+    request_time: torch.Tensor = dataclasses.field(default_factory=lambda: _empty(torch.int64))
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -69,6 +74,7 @@ class Batch(Pipelineable):
             "negative_logq": self.negative_logq,
             "actions": self.actions,
             "timestamps": self.timestamps,
+            "request_time": self.request_time,
         }
 
     def to(self, device: torch.device, non_blocking: bool = False) -> Batch:

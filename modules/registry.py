@@ -18,6 +18,7 @@ import difflib
 import importlib
 import pkgutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -76,8 +77,18 @@ def load_models() -> None:
             if exc.name != package_name:
                 raise
             continue
+        if not _beside_registry(package):
+            continue
         for info in pkgutil.iter_modules(package.__path__):
             importlib.import_module(f"{package_name}.{info.name}")
+
+
+def _beside_registry(package: Any) -> bool:
+    """Whether ``package`` lives in this checkout's ``modules/``: an editable install's import finder can
+    resolve a model package this tree lacks to another checkout of the repository, whose models do not fit
+    this tree's contract."""
+    here = Path(__file__).resolve().parent
+    return all(Path(p).resolve().parent == here for p in package.__path__)
 
 
 def names() -> list[str]:

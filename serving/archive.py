@@ -38,10 +38,13 @@ def build_archive(
     max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS,
     name: str = MODEL_NAME,
     version: str = "1.0",
+    handler: Path = HANDLER,
+    extra_files: tuple[str, ...] = (),
 ) -> Path:
-    """Write ``<output_dir>/<name>.mar`` from an export folder; returns its path."""
+    """Write ``<output_dir>/<name>.mar`` from an export folder; returns its path. ``handler`` and
+    ``extra_files`` (names in the export folder) let another task archive its own handler and files."""
     export_dir, output_dir = Path(export_dir), Path(output_dir)
-    missing = [f for f in (MODEL_FILE, ID_MAP_FILE, METADATA_FILE) if not (export_dir / f).is_file()]
+    missing = [f for f in (MODEL_FILE, ID_MAP_FILE, METADATA_FILE, *extra_files) if not (export_dir / f).is_file()]
     if missing:
         raise ConfigError(f"{export_dir}: not an export folder (missing {missing}); run `seqrec export` first")
     config = export_dir / "model-config.yaml"
@@ -52,8 +55,8 @@ def build_archive(
         "--model-name", name,
         "--version", version,
         "--serialized-file", str(export_dir / MODEL_FILE),
-        "--handler", str(HANDLER),
-        "--extra-files", ",".join(str(export_dir / f) for f in (ID_MAP_FILE, METADATA_FILE)),
+        "--handler", str(handler),
+        "--extra-files", ",".join(str(export_dir / f) for f in (ID_MAP_FILE, METADATA_FILE, *extra_files)),
         "--config-file", str(config),
         "--export-path", str(output_dir),
         "--force",

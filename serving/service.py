@@ -68,6 +68,21 @@ def _decode_json(text: str) -> Any:
         raise RequestError(f"malformed JSON: {str(exc).splitlines()[0][:200]}") from None
 
 
+def decode_body(body: Any, max_bytes: int) -> dict[str, Any]:
+    """A request body (bytes, str or an already decoded dict) as a JSON object; `RequestError` otherwise."""
+    if body is None or body == b"":
+        raise RequestError("empty request body; send a JSON object with Content-Type: application/json")
+    if isinstance(body, bytes | bytearray):
+        if len(body) > max_bytes:
+            raise RequestError(f"request body is {len(body)} bytes; the limit is {max_bytes}")
+        body = body.decode("utf-8", errors="replace")
+    if isinstance(body, str):
+        body = _decode_json(body)
+    if not isinstance(body, dict):
+        raise RequestError(f"request must be a JSON object, got {type(body).__name__}")
+    return body
+
+
 class Recommender:
     """Batched recommendations from a scripted `serving.inference.TopKRecommender` and its id map.
 
@@ -117,16 +132,7 @@ class Recommender:
 
     def parse(self, body: Any) -> Request:
         """Validate one request body (bytes, str or an already decoded dict); `RequestError` says what is wrong."""
-        if body is None or body == b"":
-            raise RequestError("empty request body; send a JSON object with Content-Type: application/json")
-        if isinstance(body, bytes | bytearray):
-            if len(body) > self.limits.max_body_bytes:
-                raise RequestError(f"request body is {len(body)} bytes; the limit is {self.limits.max_body_bytes}")
-            body = body.decode("utf-8", errors="replace")
-        if isinstance(body, str):
-            body = _decode_json(body)
-        if not isinstance(body, dict):
-            raise RequestError(f"request must be a JSON object, got {type(body).__name__}")
+        body = decode_body(body, self.limits.max_body_bytes)
         extra = sorted(set(body) - set(FIELDS))
         if extra:
             raise RequestError(f"unknown fields {extra}; allowed: {list(FIELDS)}")

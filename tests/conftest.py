@@ -52,3 +52,26 @@ def train_overrides(dataset: Path, out: Path, *extra: str) -> list[str]:
         "optim.schedule=constant",
         *extra,
     ]
+
+
+@pytest.fixture(scope="session")
+def tiny_impressions(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic dataset folder with impressions (view / cart / purchase labels), leave-one-out."""
+    from trainer.data.prepare import PrepareConfig, prepare
+    from trainer.data.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("tiny_impressions")
+    generate(SynthConfig(users=400, items=200, categories=8, seed=5, mean_length=10, max_length=40, impressions=3),
+             root / "raw", progress=False)
+    prepare(PrepareConfig(format="synthetic", input=root / "raw", output=root / "dataset"))
+    return root / "dataset"
+
+
+def ranking_overrides(dataset: Path, out: Path, model: str, *extra: str) -> list[str]:
+    """Overrides for a fast tiny ranker training run on `tiny_impressions`."""
+    return [
+        f"model={model}", f"data.path={dataset}", f"trainer.output_dir={out}", "model.dim=8",
+        "model.heads=[view,cart]", "model.user_buckets=512", "data.batch_size=64", "data.eval_batch_size=256",
+        "data.max_len=20", "trainer.epochs=2", "trainer.progress=false", "trainer.log_every=10",
+        "optim.warmup_steps=0", "optim.schedule=constant", "optim.lr=0.003", *extra,
+    ]

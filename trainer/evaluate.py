@@ -331,6 +331,7 @@ def run(args: Any) -> int:
             kind=task.eval_kind,
             split=args.split,
             shuffle=False,
+            heads=tuple(getattr(cfg.model, "heads", ())),  # ranking: the label columns the heads predict
         )
         loader = build_loader(cfg.data.path, loader_cfg, env.rank, env.world_size)
         metrics = task.evaluate(model, loader, manifest, cfg.eval, env, per_user, progress=True)

@@ -144,6 +144,7 @@ class Trainer:
             num_negatives=d.num_negatives,
             popularity_alpha=d.popularity_alpha,
             window=d.window,
+            heads=tuple(getattr(self.cfg.model, "heads", ())),  # ranking: the label columns the heads predict
             num_workers=d.num_workers,
         )
         return build_loader(d.path, config, self.env.rank, self.env.world_size)

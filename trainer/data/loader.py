@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -51,8 +51,11 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from trainer.data import sampling
 from modules.batch import KINDS, Batch
-from trainer.data.schema import ACTIONS_FIELD, SEQUENCE_SCHEMA, SEQUENCES, read_manifest
+from trainer.data.schema import ACTIONS_FIELD, IMPRESSIONS, SEQUENCE_SCHEMA, SEQUENCES, read_manifest
 from trainer.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from trainer.data.impression_loader import ImpressionLoader
 
 SPLITS = ("train", "valid", "test")
 WINDOWS = ("last", "random")
@@ -78,6 +81,8 @@ class LoaderConfig:
         window: ``"last"`` | ``"random"``: which ``max_len + 1`` train items a long causal example takes.
         num_workers: DataLoader worker processes; the dataset plans its shards for exactly this many.
         even_batches: every rank yields the same number of batches (needed for distributed training).
+        heads: ``kind="impressions"``: the label columns of ``impressions.parquet`` that become
+            ``Batch.labels`` columns, in this order (empty: all of them).
     """
 
     batch_size: int = 256
@@ -94,6 +99,7 @@ class LoaderConfig:
     window: str = "last"
     num_workers: int = 0
     even_batches: bool = True
+    heads: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "max_len", "bucket_batches", "num_negatives", "ranker_negatives"):
@@ -549,7 +555,7 @@ class SequenceDataset(IterableDataset):
             values=[rows.hist, candidates, negatives[:0]],
             lengths=[rows.hist_len, np.ones(len(rows), dtype=np.int64), np.zeros(len(rows), dtype=np.int64)],
             user_idx=rows.user,
-            labels=labels.ravel(),
+            labels=labels.reshape(-1, 1),
             target_logq=self.sampler.logq(candidates),
             actions=rows.act,
         )
@@ -572,7 +578,7 @@ class _Arrays:
     values: list[np.ndarray]
     lengths: list[np.ndarray]
     user_idx: np.ndarray
-    labels: np.ndarray = dataclasses.field(default_factory=_no_floats)
+    labels: np.ndarray = dataclasses.field(default_factory=_no_floats)  # (B, H) for ranker batches
     target_logq: np.ndarray = dataclasses.field(default_factory=_no_floats)
     negative_logq: np.ndarray = dataclasses.field(default_factory=_no_floats)
     actions: np.ndarray | None = None
@@ -609,8 +615,19 @@ class SequenceLoader(StatefulDataLoader):
         return map(_as_batch, super().__iter__())
 
 
-def build_loader(folder: str | Path, config: LoaderConfig, rank: int = 0, world_size: int = 1) -> SequenceLoader:
-    """A resumable DataLoader over `SequenceDataset` (the dataset batches; pinned memory only with CUDA)."""
+def build_loader(folder: str | Path, config: LoaderConfig, rank: int = 0, world_size: int = 1
+                 ) -> SequenceLoader | ImpressionLoader:
+    """A resumable DataLoader over `SequenceDataset` (the dataset batches; pinned memory only with CUDA).
+
+    ``kind="impressions"`` reads ``impressions.parquet`` (`trainer.data.impression_loader`) where the dataset
+    has one, else falls back to ``ranker`` rows (positives with sampled negatives).
+    """
+    if config.kind == "impressions":
+        from trainer.data.impression_loader import build_impression_loader, fallback_config
+
+        if (Path(folder) / IMPRESSIONS).is_file():
+            return build_impression_loader(folder, config, rank, world_size)
+        config = fallback_config(config)
     dataset = SequenceDataset(folder, config, rank, world_size)
     extra = {"prefetch_factor": 4} if config.num_workers > 0 else {}
     # Every iterator draws its workers' base seed from this generator; left to the default one it would consume a

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from trainer.data import schema
 from trainer.data.features import write_side_table
+from trainer.data.impressions import write_impressions
 from trainer.data.partitions import Columns, Cursor, DiskStore, MemoryStore, prefetch
 from trainer.data.readers import FORMATS, open_reader
 from trainer.data.readers.base import REQUIRED_EVENT_COLUMNS, RawLog, sha256_file
@@ -579,6 +580,8 @@ def _build(config: PrepareConfig, raw: RawLog, tmp: Path) -> Manifest:
         "train_interactions": int(train_end.sum()), "valid_targets": int((valid_end - train_end).sum()),
         "test_targets": int((lengths - valid_end).sum()), **_removed(counts),
     }
+    if raw.impressions is not None:  # ranking data: impressions with labels, split like the sequences
+        manifest_counts.update(write_impressions(tmp, raw.impressions(), cuts, str(config.input)))
     log.info("%d users, %d items, %d interactions (%d train, %d valid, %d test targets); removed: %s",
              manifest_counts["users"], manifest_counts["items"], manifest_counts["interactions"],
              manifest_counts["train_interactions"], manifest_counts["valid_targets"],

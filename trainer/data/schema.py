@@ -14,6 +14,10 @@ A dataset folder holds:
   ``items[train_end:valid_end]`` are validation targets, ``items[valid_end:]`` test targets. Leave-one-out
   gives ``train_end = n - 2``, ``valid_end = n - 1``. Row groups hold `row_group_users(U)` users so ranks and
   loader workers can stream disjoint row groups.
+* ``impressions.parquet`` (optional, ranking data) -- one row per shown item, ordered by (``user_idx``, time):
+  `IMPRESSION_SCHEMA` (``hist_end``: the user's history is ``items[:hist_end]``, the events strictly before the
+  request; ``split``: 0 train, 1 valid, 2 test, by the same time cuts or positions as the sequences), then one
+  int8 0/1 label column per feedback signal (``click``, ``like``, ...).
 
 Everything is written into a temporary sibling folder and renamed into place at the end (`atomic_output_dir`),
 so a failed run never leaves a half-written dataset.
@@ -40,6 +44,7 @@ MANIFEST = "manifest.json"
 ITEMS = "items.parquet"
 USERS = "users.parquet"
 SEQUENCES = "sequences.parquet"
+IMPRESSIONS = "impressions.parquet"
 ROW_GROUP_USERS = 8192
 MIN_ROW_GROUPS = 64
 MIN_ROW_GROUP_USERS = 32
@@ -55,6 +60,15 @@ SEQUENCE_SCHEMA = pa.schema(
     ]
 )
 ACTIONS_FIELD = pa.field("actions", pa.list_(pa.int8()))
+IMPRESSION_SCHEMA = pa.schema(
+    [
+        ("user_idx", pa.int32()),
+        ("item_idx", pa.int32()),
+        ("timestamp", pa.int64()),
+        ("hist_end", pa.int32()),
+        ("split", pa.int8()),
+    ]
+)
 
 
 def row_group_users(num_users: int) -> int:

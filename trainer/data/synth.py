@@ -45,6 +45,8 @@ from trainer.data.readers.synthetic import (
     ACTIONS,
     EVENTS_FILE,
     EVENTS_SCHEMA,
+    IMPRESSIONS_FILE,
+    IMPRESSIONS_SCHEMA,
     ITEMS_FILE,
     ITEMS_SCHEMA,
     META_FILE,
@@ -52,6 +54,8 @@ from trainer.data.readers.synthetic import (
     USERS_SCHEMA,
 )
 from trainer.data.schema import atomic_output_dir
+from trainer.data.synth_impressions import LABELS as IMPRESSION_LABELS
+from trainer.data.synth_impressions import block_impressions
 from trainer.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -95,6 +99,10 @@ class SynthConfig:
     )
     cart_prob: float = _option(0.1, "probability that a view reaches the cart")
     purchase_prob: float = _option(0.3, "probability that a cart ends in a purchase")
+    impressions: int = _option(
+        0, "other items shown at each event besides the engaged one, written to impressions.parquet with "
+        "view/cart/purchase labels that depend on the recent history (0 = none; trainer.data.synth_impressions)"
+    )
 
     def validate(self) -> None:
         """Raise `ConfigError` naming the option to change."""
@@ -108,6 +116,7 @@ class SynthConfig:
             (self.mean_length > 0, "--mean-length must be > 0"),
             (self.length_sigma >= 0, "--length-sigma must be >= 0"),
             (self.zipf >= 0, "--zipf must be >= 0"),
+            (self.impressions >= 0, "--impressions must be >= 0"),
         ]
         for name in (
             "stay_prob",
@@ -270,7 +279,7 @@ def _block(cat: _Catalogue, config: SynthConfig, block: int) -> dict[str, np.nda
     r = rng.random(first.size)  # one draw for the funnel: purchase implies cart implies view
     action = (r < config.cart_prob).astype(np.int8) + (r < config.cart_prob * config.purchase_prob)
     user = np.repeat(np.arange(first_user, first_user + n), lengths)
-    return {
+    out = {
         "user": user,
         "item": items,
         "timestamp": timestamps,
@@ -279,6 +288,10 @@ def _block(cat: _Catalogue, config: SynthConfig, block: int) -> dict[str, np.nda
         "age": age,
         "country": country,
     }
+    if config.impressions:  # a random stream of its own: the events do not change
+        out.update(block_impressions(np.random.default_rng([config.seed, 2, block]), cat, config.impressions, out,
+                                     cats, first, config.cart_prob, config.purchase_prob))
+    return out
 
 
 def _chunk_tables(cat: _Catalogue, config: SynthConfig, blocks: range) -> tuple[pa.Table, pa.Table, dict]:
@@ -307,6 +320,15 @@ def _chunk_tables(cat: _Catalogue, config: SynthConfig, blocks: range) -> tuple[
     return events, users, arrays
 
 
+def _impressions_table(cat: _Catalogue, arrays: dict[str, np.ndarray], first_user: int) -> pa.Table:
+    """The chunk's impressions in raw ids (`IMPRESSIONS_SCHEMA`)."""
+    user_ids = _ids("u", np.arange(first_user, first_user + arrays["lengths"].size))
+    columns = {"user": pc.take(user_ids, pa.array(arrays["imp_user"] - first_user)),
+               "item": pc.take(cat.item_ids, pa.array(arrays["imp_item"])), "timestamp": arrays["imp_time"]}
+    columns.update({name: arrays[f"imp_{name}"] for name in IMPRESSION_LABELS})
+    return pa.table(columns, schema=IMPRESSIONS_SCHEMA)
+
+
 def generate(
     config: SynthConfig,
     output: str | Path,
@@ -328,6 +350,7 @@ def generate(
     cat = build_catalogue(config)
     action_counts = np.zeros(len(ACTIONS), np.int64)
     length_hist = np.zeros(config.max_length + 1, np.int64)
+    imp_out = None
     with atomic_output_dir(output, overwrite=overwrite) as tmp:
         pq.write_table(cat.items, tmp / ITEMS_FILE)
         with (
@@ -340,10 +363,16 @@ def generate(
                     cat, config, range(start, min(start + blocks_per_chunk, n_blocks))
                 )
                 events_out.write_table(events, row_group_size=events.num_rows)
+                if config.impressions:
+                    imp = _impressions_table(cat, arrays, start * BLOCK_USERS)
+                    imp_out = imp_out or pq.ParquetWriter(tmp / IMPRESSIONS_FILE, IMPRESSIONS_SCHEMA)
+                    imp_out.write_table(imp, row_group_size=imp.num_rows)
                 users_out.write_table(users, row_group_size=users.num_rows)
                 action_counts += np.bincount(arrays["action"], minlength=len(ACTIONS))
                 length_hist += np.bincount(arrays["lengths"], minlength=config.max_length + 1)
                 bar.update(users.num_rows)
+        if imp_out is not None:
+            imp_out.close()
         meta = {
             "generator": "seqrec synth",
             "seed": config.seed,

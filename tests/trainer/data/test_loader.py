@@ -285,7 +285,7 @@ def test_ranker_rows(dataset: Path) -> None:
     expected = expected_examples(dataset, LoaderConfig(batch_size=8, max_len=5, kind="last", split="valid"))
     seen = set()
     for batch in SequenceDataset(dataset, config):
-        assert batch.kind == "ranker" and batch.labels.tolist() == [1.0, 0.0, 0.0, 0.0] * (batch.size // 4)
+        assert batch.kind == "ranker" and batch.labels[:, 0].tolist() == [1.0, 0.0, 0.0, 0.0] * (batch.size // 4)
         for row, (user, history, candidate) in enumerate(split_batch(batch)):
             assert history == expected[user][0]
             if row % 4 == 0:

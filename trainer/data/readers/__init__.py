@@ -21,6 +21,9 @@ FORMATS: dict[str, str] = {
     "hm": "trainer.data.readers.hm",
     "events": "trainer.data.readers.generic",
     "synthetic": "trainer.data.readers.synthetic",
+    "kuairand": "trainer.data.readers.kuairand",
+    "movielens-actions": "trainer.data.readers.movielens_actions",
+    "taobao": "trainer.data.readers.taobao",
 }
 
 

@@ -15,6 +15,10 @@ row, and raise `trainer.errors.DataError` naming the file, the row (1-based data
 Side features are small ``pyarrow.Table`` s keyed by ``item`` / ``user`` (string) with feature columns of these
 kinds, which `prepare` encodes: string -> categorical code, list<string> -> multi-valued codes, numeric ->
 quantile bucket.
+
+Impression logs (ranking data) also hand over ``impressions``: a table with ``user``, ``item`` (strings),
+``timestamp`` int64 (the request time, same unit as the events) and one 0/1 label column per feedback signal;
+`trainer.data.impressions` writes it as ``impressions.parquet``.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class RawLog:
         events: returns a *fresh* iterator of event chunks each time it is called (prepare may stream twice).
         item_features: ``item`` string column + feature columns, or None.
         user_features: ``user`` string column + feature columns, or None.
+        impressions: returns the impression table (see the module docstring), or None for plain event logs.
     """
 
     format: str
@@ -56,6 +61,7 @@ class RawLog:
     events: Callable[[], Iterator[pa.RecordBatch]]
     item_features: pa.Table | None = None
     user_features: pa.Table | None = None
+    impressions: Callable[[], pa.Table] | None = None
 
 
 def sha256_file(path: str | Path, block: int = 1 << 22) -> str:

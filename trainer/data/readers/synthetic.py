@@ -6,6 +6,8 @@ The folder holds:
   `ACTIONS`; users are contiguous and each user's events are in time order.
 * ``items.parquet`` -- ``item`` string, ``category`` string, ``price`` float64 (item side features).
 * ``users.parquet`` -- ``user`` string, ``age`` float64, ``country`` string (user side features).
+* ``impressions.parquet`` (with ``--impressions``) -- ``user``, ``item``, ``timestamp`` and 0/1 ``view``,
+  ``cart``, ``purchase`` labels of every shown item (`trainer.data.synth_impressions`).
 * ``synth.json`` -- the generator's parameters, seed and counts (checksummed with the rest, not parsed here).
 
 The file names and schemas are defined here, so the generator (`trainer.data.synth`) and this reader cannot drift.
@@ -29,6 +31,7 @@ EVENTS_FILE = "events.parquet"
 ITEMS_FILE = "items.parquet"
 USERS_FILE = "users.parquet"
 META_FILE = "synth.json"
+IMPRESSIONS_FILE = "impressions.parquet"
 ACTIONS = ("view", "cart", "purchase")
 
 EVENTS_SCHEMA = pa.schema(
@@ -36,6 +39,8 @@ EVENTS_SCHEMA = pa.schema(
 )
 ITEMS_SCHEMA = pa.schema([("item", pa.string()), ("category", pa.string()), ("price", pa.float64())])
 USERS_SCHEMA = pa.schema([("user", pa.string()), ("age", pa.float64()), ("country", pa.string())])
+IMPRESSIONS_SCHEMA = pa.schema([("user", pa.string()), ("item", pa.string()), ("timestamp", pa.int64()),
+                                ("view", pa.int8()), ("cart", pa.int8()), ("purchase", pa.int8())])
 # Columns that must never be null: the ids and the time (action is checked against `ACTIONS`).
 _NOT_NULL = ("user", "item", "timestamp")
 
@@ -51,13 +56,18 @@ def read(path: str | Path, **options: Any) -> RawLog:
     if not events.is_file():
         raise DataError(f"missing {EVENTS_FILE}: not a folder written by `seqrec synth`", file=folder)
     _check_schema(events, EVENTS_SCHEMA)
-    files = [p for p in (events, folder / ITEMS_FILE, folder / USERS_FILE, folder / META_FILE) if p.is_file()]
+    impressions = folder / IMPRESSIONS_FILE
+    files = [p for p in (events, folder / ITEMS_FILE, folder / USERS_FILE, folder / META_FILE, impressions)
+             if p.is_file()]
+    if impressions.is_file():
+        _check_schema(impressions, IMPRESSIONS_SCHEMA)
     return RawLog(
         format="synthetic",
         files=files,
         events=lambda: _iter_events(events),
         item_features=_read_side(folder / ITEMS_FILE, ITEMS_SCHEMA),
         user_features=_read_side(folder / USERS_FILE, USERS_SCHEMA),
+        impressions=(lambda: pq.read_table(impressions).cast(IMPRESSIONS_SCHEMA)) if impressions.is_file() else None,
     )
 
 

@@ -1,0 +1,1 @@
+"""Candidate rankers (`modules.ranking.Ranker`): each module registers itself with ``task="ranking"``."""
