@@ -6,19 +6,22 @@
 #   4. evaluate the run on the test split (full ranking, every user)
 #   5. export it INT8-quantized into a TorchServe archive, start a locked-down TorchServe on 127.0.0.1,
 #      ask it for recommendations for one user, print them, and stop the server
-# Options: --users N (synthetic users, default 20000), --epochs E (default 4), --fresh (regenerate the data).
+# Options: --users N (synthetic users, default 20000), --epochs E (default 4), --fresh (regenerate the data),
+#          --port P (TorchServe on 127.0.0.1 ports P..P+4: inference, management, metrics, gRPC x2; default 8080).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 USERS=20000
 EPOCHS=4
 FRESH=0
+PORT=8080
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --users) USERS=$2; shift 2 ;;
     --epochs) EPOCHS=$2; shift 2 ;;
     --fresh) FRESH=1; shift ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --port) PORT=$2; shift 2 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "quickstart.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -50,9 +53,10 @@ MAR=$RUN/export/seqrec.mar
 STATE=$RUN/export/torchserve
 echo "== starting TorchServe (127.0.0.1, token auth on)"
 trap 'seqrec serve --archive "$MAR" --state-dir "$STATE" --stop >/dev/null 2>&1 || true' EXIT
-seqrec serve --archive "$MAR" --state-dir "$STATE"
+seqrec serve --archive "$MAR" --state-dir "$STATE" --port "$PORT" --management-port $((PORT + 1)) \
+  --metrics-port $((PORT + 2)) --grpc-port $((PORT + 3)) --grpc-management-port $((PORT + 4))
 echo "== asking for the top 10 items of the first user in the dataset"
-python - "$STATE" <<'PY'
+python - "$STATE" "$PORT" <<'PY'
 import json, sys, urllib.request
 import pyarrow.parquet as pq
 from serving.serve import read_keys
@@ -63,7 +67,7 @@ user = pq.read_table("data/synthetic/sequences.parquet", columns=["items", "vali
 history = [items[i - 1] for i in user["items"][: user["valid_end"]]][-20:]
 body = json.dumps({"history": history, "k": 10, "exclude_seen": True}).encode()
 request = urllib.request.Request(
-    "http://127.0.0.1:8080/predictions/seqrec", data=body, method="POST",
+    f"http://127.0.0.1:{sys.argv[2]}/predictions/seqrec", data=body, method="POST",
     headers={"Content-Type": "application/json", "Authorization": f"Bearer {read_keys(state)['inference']}"},
 )
 with urllib.request.urlopen(request, timeout=30) as response:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from serving.drift import PROFILE_FILE
 from serving.service import ID_MAP_FILE, METADATA_FILE, MODEL_FILE
 from trainer.errors import ConfigError
 
@@ -56,7 +57,8 @@ def build_archive(
         "--version", version,
         "--serialized-file", str(export_dir / MODEL_FILE),
         "--handler", str(handler),
-        "--extra-files", ",".join(str(export_dir / f) for f in (ID_MAP_FILE, METADATA_FILE, *extra_files)),
+        "--extra-files", ",".join(str(export_dir / f) for f in (ID_MAP_FILE, METADATA_FILE, *extra_files, PROFILE_FILE)
+                                  if (export_dir / f).is_file()),
         "--config-file", str(config),
         "--export-path", str(output_dir),
         "--force",

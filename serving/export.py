@@ -13,6 +13,10 @@ task's (`trainer.tasks`): every registered retrieval model exports the same way.
                     validation split, artefact and tensor sizes, model-only latency
 
 With ``--archive`` a TorchServe archive ``<name>.mar`` is built next to them (see `serving.archive`).
+
+Examples:
+  seqrec export outputs/<experiment>/<run_id> --archive
+  seqrec export outputs/<experiment>/<run_id> --no-quantize -o outputs/<experiment>/<run_id>/export_fp32
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from serving.ann import ANN_KINDS, AnnConfig, build_index, recall_against_exact,
 from serving.archive import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS
 from serving.inference import Retriever, TwoStage, retriever_of, save_compact, script
 from serving.service import ID_MAP_FILE, METADATA_FILE, MODEL_FILE
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, require_run_folder
 
 log = logging.getLogger("seqrec.export")
 FORMAT_VERSION = 1
@@ -448,7 +452,7 @@ def _summary(meta: dict[str, Any]) -> str:
 def add_arguments(parser: Any) -> None:
     """``seqrec export`` arguments."""
     parser.add_argument("run", type=Path, help="run folder (outputs/<experiment>/<run_id>) or one of its checkpoints")
-    parser.add_argument("--output", type=Path, help="artefact folder (default: RUN/export)")
+    parser.add_argument("--output", "-o", type=Path, help="artefact folder (default: RUN/export)")
     parser.add_argument("--checkpoint", help="checkpoint folder name, e.g. step_1200 (default: the best-validation one, else the newest)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--no-quantize", dest="quantize", action="store_false", help="export fp32")
@@ -475,7 +479,7 @@ def add_arguments(parser: Any) -> None:
 def run(args: Any) -> int:
     """Export, print the summary, return 0."""
     config = ExportConfig(
-        run=args.run,
+        run=require_run_folder(args.run),
         output=args.output,
         checkpoint=args.checkpoint,
         overwrite=args.overwrite,

@@ -12,6 +12,7 @@ import fbgemm_gpu  # noqa: F401  (must precede anything that loads TorchRec/fbge
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
+from serving.drift import attach, torchserve_emit
 from serving.service import Recommender, RequestError
 
 
@@ -23,6 +24,7 @@ class SeqrecHandler(BaseHandler):
         self.service = Recommender.load(context.system_properties["model_dir"])
         # Before the worker reports READY: TorchScript's first (profiling) calls must not land on real requests.
         self.service.warm_up(int(context.system_properties.get("batch_size") or 1))
+        self.drift = attach(self.service, context.system_properties["model_dir"], torchserve_emit(context))
         self.initialized = True
 
     def preprocess(self, data: list) -> list:
@@ -51,6 +53,7 @@ class SeqrecHandler(BaseHandler):
                 answers = dict(zip((idx for idx, _ in valid), self.service.recommend([r for _, r in valid])))
             except Exception:
                 answers = {idx: self._alone(idx, r) for idx, r in valid}
+        self.drift.maybe_emit()
         return [answers.get(idx, r) for idx, r in data]
 
     def _alone(self, idx: int, request) -> dict:

@@ -14,6 +14,11 @@ The configuration:
 
 ``start`` returns once the model reports a READY worker (polling the management API) or fails with the log tail.
 TorchServe is in limited maintenance; the exported artefact itself (TorchScript + JSON) is server-agnostic.
+
+Examples (the start prints the URL, the header to send, where the key is and when it expires):
+  seqrec serve --archive outputs/<experiment>/<run_id>/export/seqrec.mar
+  seqrec serve --archive outputs/<experiment>/<run_id>/export/seqrec.mar --curl
+  seqrec serve --archive outputs/<experiment>/<run_id>/export/seqrec.mar --stop
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import dataclasses
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +59,9 @@ class ServerConfig:
         workers: worker processes (default: CPU cores).
         model_name: the name requests use in ``/predictions/<name>``.
         jvm_options: options of the Java frontend (``vmargs``); empty keeps TorchServe's own.
+        grpc_port, grpc_management_port: TorchServe's gRPC APIs (fixed at 7070/7071 unless set, so a second
+            instance needs other ones too).
+        key_expiry_min: minutes until the access keys expire (TorchServe's ``token_expiration_min``, default 60).
     """
 
     archive: Path
@@ -63,6 +72,15 @@ class ServerConfig:
     workers: int | None = None
     model_name: str = MODEL_NAME
     jvm_options: str = DEFAULT_JVM_OPTIONS
+    grpc_port: int = 7070
+    grpc_management_port: int = 7071
+    key_expiry_min: int = 60
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Every port this instance binds, by the option that sets it."""
+        return {"--port": self.port, "--management-port": self.management_port, "--metrics-port": self.metrics_port,
+                "--grpc-port": self.grpc_port, "--grpc-management-port": self.grpc_management_port}
 
     @property
     def folder(self) -> Path:
@@ -96,7 +114,13 @@ def config_properties(cfg: ServerConfig) -> str:
         "max_request_size": str(MAX_REQUEST_BYTES),
         "max_response_size": str(4 * MAX_REQUEST_BYTES),
         "disable_system_metrics": "true",
+        # the handler's custom drift gauges (serving.drift) are not in the default metrics config: without this
+        # the frontend drops them instead of writing them to model_metrics.log
+        "model_metrics_auto_detect": "true",
         "job_queue_size": "256",
+        "grpc_inference_port": str(cfg.grpc_port),
+        "grpc_management_port": str(cfg.grpc_management_port),
+        "token_expiration_min": str(cfg.key_expiry_min),
     }
     if cfg.jvm_options:
         lines["vmargs"] = cfg.jvm_options
@@ -143,10 +167,53 @@ def read_keys(state_dir: str | Path) -> dict[str, str]:
     return {name: raw[name]["key"] for name in ("inference", "management")}
 
 
-def start(cfg: ServerConfig, timeout_s: float = 120.0) -> dict[str, Any]:
-    """Start TorchServe in the background and wait until the model has a READY worker."""
+def running_pid(cfg: ServerConfig) -> int | None:
+    """The PID of the TorchServe started for ``cfg.folder`` if it still runs (its PID file is in its temp folder)."""
+    record = cfg.folder / "tmpdir"
+    if not record.is_file():
+        return None
+    pid_file = Path(record.read_text().strip()) / ".model_server.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if Path("/proc").is_dir() else b"java"
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if b"java" in cmdline or b"torchserve" in cmdline else None
+
+
+def busy_ports(cfg: ServerConfig) -> dict[str, int]:
+    """The ports of ``cfg`` that something else already listens on (127.0.0.1)."""
+    busy = {}
+    for option, port in cfg.ports.items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                busy[option] = port
+    return busy
+
+
+def _check_can_start(cfg: ServerConfig) -> None:
+    """Fail at once, before anything is written, when the archive is missing or the instance or ports are taken."""
     if not Path(cfg.archive).is_file():
         raise ConfigError(f"{cfg.archive}: archive not found (build it with `seqrec export RUN --archive`)")
+    pid = running_pid(cfg)
+    if pid is not None:
+        raise ConfigError(f"TorchServe (pid {pid}) is already serving from {cfg.folder}; stop it with "
+                          f"`seqrec serve --archive {cfg.archive} --stop` or pass another --state-dir")
+    if len(set(cfg.ports.values())) < len(cfg.ports):
+        raise ConfigError(f"the five ports must differ, got {cfg.ports}")
+    busy = busy_ports(cfg)
+    if busy:
+        listed = ", ".join(f"{option} {port}" for option, port in busy.items())
+        raise ConfigError(f"already in use on 127.0.0.1 (another TorchServe?): {listed}; pick free ports")
+
+
+def start(cfg: ServerConfig, timeout_s: float = 120.0) -> dict[str, Any]:
+    """Start TorchServe in the background and wait until the model has a READY worker."""
+    _check_can_start(cfg)
     folder = cfg.folder
     (folder / "logs").mkdir(parents=True, exist_ok=True)
     (folder / KEY_FILE).unlink(missing_ok=True)
@@ -205,6 +272,49 @@ def stop(cfg: ServerConfig, timeout_s: float = 30.0) -> None:
     (folder / "tmpdir").unlink(missing_ok=True)
 
 
+def _inference_url(cfg: ServerConfig) -> str:
+    """The inference address the running instance was started with (its config.properties), else ``cfg``'s."""
+    props = cfg.folder / "config.properties"
+    for line in props.read_text().splitlines() if props.is_file() else []:
+        if line.startswith("inference_address="):
+            return line.split("=", 1)[1].strip()
+    return cfg.url
+
+
+def curl_command(cfg: ServerConfig) -> str:
+    """A ready ``curl`` request for the running instance: its URL, its current inference key, real item ids."""
+    if running_pid(cfg) is None or not (cfg.folder / KEY_FILE).is_file():
+        raise ConfigError(f"no TorchServe is running from {cfg.folder}; start it with "
+                          f"`seqrec serve --archive {cfg.archive}`")
+    id_map = Path(cfg.archive).resolve().parent / "id_map.json"
+    items = json.loads(id_map.read_text())["raw_ids"][:3] if id_map.is_file() else ["ITEM_1", "ITEM_2"]
+    body = json.dumps({"history": [str(x) for x in items], "k": 10, "exclude_seen": True})
+    return (f"curl -s {_inference_url(cfg)}/predictions/{cfg.model_name} "
+            f"-H 'Authorization: Bearer {read_keys(cfg.folder)['inference']}' "
+            f"-H 'Content-Type: application/json' -d '{body}'")
+
+
+def _selector(cfg: ServerConfig) -> str:
+    """The options that name this instance again (archive, and the state folder when not the default)."""
+    return f"--archive {cfg.archive}" + (f" --state-dir {cfg.state_dir}" if cfg.state_dir else "")
+
+
+def how_to_call(cfg: ServerConfig, info: dict[str, Any]) -> str:
+    """What a client needs: the URL, the header, where the key is, when it expires and how to renew it."""
+    key_file = info["key_file"]
+    return "\n".join([
+        f"serving {info['model']} at {info['url']}/predictions/{info['model']}",
+        "send: POST a JSON body {\"history\": [raw item ids, oldest first], \"k\": 10, \"exclude_seen\": true} "
+        "with 'Content-Type: application/json' and 'Authorization: Bearer <inference key>'",
+        f"the inference key: the \"inference\" -> \"key\" entry of {key_file}",
+        f"keys expire {cfg.key_expiry_min} minutes after start (a stale key gets HTTP 400); set --key-expiry-min, "
+        "or renew it (the file then holds the new one): curl '" + cfg.management_url + "/token?type=inference' "
+        "-H 'Authorization: Bearer <\"API\" key of the same file>'",
+        f"a ready request: seqrec serve {_selector(cfg)} --curl",
+        f"logs: {info['logs']}; stop with: seqrec serve {_selector(cfg)} --stop",
+    ])
+
+
 # ------------------------------------------------------------------------------------------------- the command
 def add_arguments(parser: Any) -> None:
     """``seqrec serve`` arguments."""
@@ -217,11 +327,19 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--jvm-options", default=DEFAULT_JVM_OPTIONS,
                         help="options of TorchServe's Java frontend ('' = TorchServe's own; default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the model to be READY")
-    parser.add_argument("--stop", action="store_true", help="stop the server started for this archive")
+    parser.add_argument("--grpc-port", type=int, default=7070, help="gRPC inference API port on 127.0.0.1")
+    parser.add_argument("--grpc-management-port", type=int, default=7071, help="gRPC management API port")
+    parser.add_argument("--key-expiry-min", type=int, default=60,
+                        help="minutes until the access keys expire (TorchServe's default: %(default)s)")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--stop", action="store_true", help="stop the server started for this archive")
+    action.add_argument("--curl", action="store_true", help="print a ready curl request for the running server")
 
 
 def run(args: Any) -> int:
-    """Start (and wait for READY) or stop."""
+    """Start (and wait for READY), stop, or print a ready request."""
+    if args.key_expiry_min < 1:
+        raise ConfigError(f"--key-expiry-min must be >= 1, got {args.key_expiry_min}")
     cfg = ServerConfig(
         archive=args.archive,
         state_dir=args.state_dir,
@@ -230,13 +348,18 @@ def run(args: Any) -> int:
         metrics_port=args.metrics_port,
         workers=args.workers,
         jvm_options=args.jvm_options,
+        grpc_port=args.grpc_port,
+        grpc_management_port=args.grpc_management_port,
+        key_expiry_min=args.key_expiry_min,
     )
+    if args.curl:
+        print(curl_command(cfg))
+        return 0
     if args.stop:
+        if running_pid(cfg) is None:
+            raise ConfigError(f"no TorchServe is running from {cfg.folder}; nothing to stop")
         stop(cfg)
         print(f"torchserve stopped ({cfg.folder})")
         return 0
-    info = start(cfg, args.timeout)
-    print(f"serving {info['model']} at {info['url']}/predictions/{info['model']}")
-    print(f"access tokens: {info['key_file']} (send 'Authorization: Bearer <inference key>')")
-    print(f"logs: {info['logs']}; stop with: seqrec serve --archive {args.archive} --stop")
+    print(how_to_call(cfg, start(cfg, args.timeout)))
     return 0

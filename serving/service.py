@@ -7,9 +7,10 @@ Any server adapter (the TorchServe handler in `serving.handler`, a test, a scrip
     answers = service.recommend(parsed)                         # one dict per request
 
 A request body is JSON ``{"history": [raw item ids, oldest first], "k": 10, "exclude_seen": true,
-"popularity_penalty": 0.5}`` (all but ``history`` optional; a penalty > 0 re-ranks the model's top 100 against
-popularity, ``"diversity": 0.5`` by MMR over the artefact's item embeddings, `modules.rerank`, as
-``eval.bias_rerank=popularity|mmr`` does in evaluation). Raw ids may be strings or integers (matched by their string form). Unknown ids are
+"popularity_penalty": 0.5, "explain": false}`` (all but ``history`` optional; a penalty > 0 re-ranks the model's
+top 100 against popularity, ``"diversity": 0.5`` by MMR over the artefact's item embeddings, `modules.rerank`, as
+``eval.bias_rerank=popularity|mmr`` does in evaluation; ``explain``: `serving.explain`). Raw ids may be strings or
+integers (matched by their string form). Unknown ids are
 dropped and listed in ``unknown``; a request with no known item left gets the most popular items
 (``fallback: true``). Loading reads TorchScript and JSON only: no pickles.
 """
@@ -25,8 +26,10 @@ import fbgemm_gpu  # noqa: F401  (the TorchScript artefact calls fbgemm ops)
 import numpy as np
 import torch
 
+from serving.explain import add_explanations
+
 MODEL_FILE, ID_MAP_FILE, METADATA_FILE = "model.pt", "id_map.json", "metadata.json"
-FIELDS = ("history", "k", "exclude_seen", "popularity_penalty", "diversity")
+FIELDS = ("history", "k", "exclude_seen", "popularity_penalty", "diversity", "explain")
 RERANK_CANDIDATES = 100  # candidates the popularity penalty re-ranks (modules.rerank), clipped to the catalogue
 
 
@@ -53,6 +56,7 @@ class Request:
     exclude_seen: bool
     popularity_penalty: float = 0.0
     diversity: float = 0.0
+    explain: bool = False  # answer with the history items that drove each recommendation (serving.explain)
 
 
 def _decode_json(text: str) -> Any:
@@ -105,6 +109,7 @@ class Recommender:
         self._item_rows: torch.Tensor | None = None  # (N + 1, D) for MMR, read from the artefact on first use
         self.limits = limits or Limits()
         self.max_k = min(self.limits.max_k, len(raw_ids))
+        self.drift: Any = None  # serving.drift.DriftStats, when attached: every answered batch is counted
 
     @classmethod
     def load(cls, folder: str | Path, limits: Limits | None = None) -> Recommender:
@@ -153,9 +158,12 @@ class Recommender:
             raise RequestError("send 'popularity_penalty' or 'diversity', not both")
         if diversity and self.item_rows() is None:
             raise RequestError("'diversity' needs item embeddings, which this artefact does not expose")
+        explain = body.get("explain", False)
+        if not isinstance(explain, bool):
+            raise RequestError(f"'explain' must be true or false, got {type(explain).__name__}")
         items, unknown = self._history(body.get("history"))
         return Request(items=items, unknown=unknown, k=k, exclude_seen=exclude_seen,
-                       popularity_penalty=float(penalty), diversity=float(diversity))
+                       popularity_penalty=float(penalty), diversity=float(diversity), explain=explain)
 
     def _history(self, history: Any) -> tuple[list[int], list[str]]:
         if not isinstance(history, list):
@@ -180,6 +188,10 @@ class Recommender:
             if answers[i] is None:
                 rows = self.popular[: request.k]
                 answers[i] = self._answer(rows + 1, self.popular_scores[: request.k], request, fallback=True)
+        if self.drift is not None:
+            self.drift.update(requests, answers)
+        if any(r.explain for r in requests):
+            add_explanations(self, requests, answers)
         return answers  # type: ignore[return-value]
 
     def _score(self, requests: list[Request], group: list[int], exclude: bool, answers: list) -> None:

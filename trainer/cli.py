@@ -7,9 +7,12 @@ input (`SeqrecError`) print one line and exit 2; ``--verbose`` shows the traceba
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import re
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from trainer.errors import SeqrecError
 from trainer.logs import setup_logging
@@ -18,6 +21,7 @@ from trainer.logs import setup_logging
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("trainer.data.prepare", "turn a raw interaction log into a dataset folder"),
     "synth": ("trainer.data.synth", "generate a synthetic interaction log with learnable structure"),
+    "forget": ("trainer.data.forget", "write a new dataset version without the named users' events"),
     "inspect": ("trainer.data.inspect", "print a dataset folder's manifest, lengths, popularity and splits"),
     "plan": ("trainer.plan", "show the sharding plan TorchRec's planner makes on a simulated cluster (meta device)"),
     "train": ("trainer.train", "train a model (Hydra overrides; one process here, torchx for several)"),
@@ -25,17 +29,47 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("trainer.compare", "paired significance tests and a report (plots) over evaluated runs"),
     "benchmark": ("trainer.benchmark", "run a resumable models x datasets x seeds grid; results table + reports"),
     "export": ("serving.export", "export a run as an INT8 TorchScript model (+ TorchServe archive with --archive)"),
+    "drift": ("serving.drift", "compare served requests with the training distribution (PSI per statistic)"),
+    "recommend": ("serving.recommend", "top-K recommendations for many users from an exported model, into Parquet"),
     "serve": ("serving.serve", "start/stop a locked-down TorchServe serving an exported archive"),
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what is wrong, a close match, where the help is) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            options = re.findall(r"'([^']*)'", choice.group(2)) or [x.strip() for x in choice.group(2).split(",")]
+            close = difflib.get_close_matches(choice.group(1), options, n=1)
+            message += f"; did you mean '{close[0]}'?" if close else ""
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def version_line() -> str:
+    """``seqrec X (torch Y, torchrec Z, fbgemm-gpu W)`` from the installed distributions (no torch import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    stack = ", ".join(f"{name} {of(dist)}" for name, dist in
+                      (("torch", "torch"), ("torchrec", "torchrec"), ("fbgemm-gpu", "fbgemm-gpu-cpu")))
+    return f"seqrec {of('seqrec')} ({stack})"
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser; only ``command``'s module is imported (all of them when None, e.g. for tests)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="seqrec",
         description="Distributed trainer for sequential recommendation (PyTorch + TorchRec).",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="show debug logs and full tracebacks")
+    parser.add_argument("--version", action="version", version=version_line(), help="print the versions and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         if command is not None and name != command:

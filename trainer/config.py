@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from modules import registry
+from trainer.config_rules import check_ranges, did_you_mean
 from trainer.errors import ConfigError
 from trainer.phases import PhaseConfig
 
@@ -115,6 +116,9 @@ class TrainerConfig:
     bf16: bool = False
     resume: bool = False
     init_from: str | None = None  # run folder or checkpoint to fine-tune from (weights only)
+    # init_from with a larger catalogue (a `prepare --append-to` version): new item rows start from the model's
+    # init, the old rows' mean, or the mean of old items sharing their categorical features (trainer.growth)
+    init_new_items: str = "model"
     progress: bool = True
     test_at_end: bool = True
     # intra-op threads per process; 0: OMP_NUM_THREADS if set, else cores / max(local ranks, training processes)
@@ -153,7 +157,7 @@ def load_config(
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
             composed = compose(config_name=name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(_one_line(exc)) from exc
+        raise ConfigError(did_you_mean(_one_line(exc), TrainConfig(), Path(config_dir))) from exc
     return from_dict(composed)
 
 
@@ -172,7 +176,7 @@ def from_dict(raw: DictConfig | dict[str, Any]) -> TrainConfig:
         cfg = OmegaConf.to_object(OmegaConf.merge(schema, raw))
         model = _model_config(model_raw)
     except OmegaConfBaseException as exc:
-        raise ConfigError(_one_line(exc)) from exc
+        raise ConfigError(did_you_mean(_one_line(exc), TrainConfig(), CONFIG_DIR)) from exc
     assert isinstance(cfg, TrainConfig)
     cfg.model = model
     validate(cfg)
@@ -257,6 +261,7 @@ def resolve_negatives(cfg: TrainConfig) -> str:
 
 def validate(cfg: TrainConfig) -> None:
     """Cross-field checks at start-up; each message names the setting to change."""
+    check_ranges(cfg)  # every non-model value in its allowed range (trainer.config_rules)
     m, d, o, t, e = cfg.model, cfg.data, cfg.optim, cfg.trainer, cfg.eval
     try:
         m.validate()  # every component of the model checks its own config

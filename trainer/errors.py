@@ -41,3 +41,12 @@ class DataError(SeqrecError):
 
 class ConfigError(SeqrecError):
     """A bad setting; the message names the key to change."""
+
+
+def require_run_folder(path: str | Path) -> Path:
+    """``path`` if it exists, else a `ConfigError` saying so (before a command looks for checkpoints in it)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: run folder does not exist (expected outputs/<experiment>/<run_id>, as printed "
+                          "by `seqrec train`)")
+    return path

@@ -8,6 +8,10 @@ per-user metrics are reduced across ranks at the end. ``eval.protocol`` names wh
 code and most published tables) or ``none`` (nothing removed: RecBole's full ranking). ``eval.sampled_negatives=100``
 switches to the SASRec paper's protocol (target ranked among 100 sampled unseen items). Every results file names
 its dataset, split, split policy (leave-one-out or time cut), protocol and ranking.
+
+Examples:
+  seqrec evaluate outputs/<experiment>/<run_id> --split test
+  seqrec evaluate --popularity data/ml1m --split test
 """
 
 from __future__ import annotations
@@ -301,11 +305,11 @@ def run(args: Any) -> int:
     from trainer.data.loader import LoaderConfig, build_loader
     from trainer.data.schema import read_manifest
     from trainer.distributed import init_distributed, shard_model, shutdown_distributed
-    from trainer.errors import ConfigError
+    from trainer.errors import ConfigError, require_run_folder
     from trainer.model_factory import build_model
     from trainer.tasks import task_of
 
-    ckpt = checkpoint.best_checkpoint(args.run)
+    ckpt = checkpoint.best_checkpoint(require_run_folder(args.run))
     if ckpt is None:
         raise ConfigError(f"{args.run}: no complete checkpoint (expected checkpoints/step_N/meta.json)")
     run_dir = ckpt.parent.parent

@@ -7,8 +7,9 @@ the task's selection metric (`trainer.tasks`; NDCG@10 for retrieval) for early s
 checkpoint with the best validation metric is recorded in ``best.json`` and kept; the final valid/test metrics are
 those of that checkpoint (model selection on validation, as the published protocols do).
 
-Launch unchanged on one process, on ``torchrun --nproc-per-node 2`` or
-``torchx run -s local_cwd dist.ddp -j 1x2 --script trainer/train.py -- trainer.max_steps=100``.
+Launch unchanged on one process, on ``torchrun --nproc-per-node 2`` or torchx. Examples:
+  seqrec train data.path=data/ml1m trainer.epochs=20
+  torchx run -s local_cwd dist.ddp -j 1x2 --script trainer/train.py -- data.path=data/ml1m trainer.max_steps=100
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch.distributed as dist
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
 from modules.batch import Batch
-from trainer import checkpoint, run_folder
+from trainer import checkpoint, growth, run_folder
 from trainer.config import TrainConfig, load_config, resolve_negatives, to_yaml
 from trainer.data.loader import LoaderConfig, build_loader
 from trainer.data.schema import Manifest, read_manifest
@@ -182,7 +183,7 @@ class Trainer:
             ckpt = checkpoint.latest_checkpoint(t.init_from)
             if ckpt is None:
                 raise ConfigError(f"trainer.init_from={t.init_from}: no complete checkpoint there")
-            checkpoint.load(ckpt, self.model, None, expect=self._meta_expect())
+            growth.load_grown(ckpt, self.model, self.cfg.data.path, self._meta_expect(), t.init_new_items)
             log.info("initialised weights from %s (fresh optimizers and schedule)", ckpt)
 
     def _init_optimizer_state(self) -> None:
@@ -267,6 +268,7 @@ class Trainer:
         show = self.env.is_main and self.cfg.trainer.progress
         bar = _progress(self.steps_per_epoch, f"epoch {self.epoch}", show, initial=self.batches_done)
         window_start, window_seqs = time.perf_counter(), 0
+        epoch_loss, first_step = 0.0, self.step
         self.model.train()
         while not self._finished():
             self._set_lr()
@@ -283,6 +285,8 @@ class Trainer:
                 dtype=torch.float64,
             )
             window_seqs += int(logs.get("num_targets", torch.tensor(0)))
+            epoch_loss += self.losses[-1]
+            bar.set_postfix(loss=f"{epoch_loss / (self.step - first_step):.4f}", refresh=False)  # running mean
             bar.update(1)
             if self.step % self.cfg.trainer.log_every == 0 or self.step == 1:
                 elapsed = time.perf_counter() - window_start
@@ -298,7 +302,6 @@ class Trainer:
 
     def _log_scalars(self, logs: dict[str, torch.Tensor], seqs_per_s: float, bar: Any) -> None:
         loss = float(logs["loss"])
-        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         if bar.disable:  # no progress bar (logs, CI): one line per log interval instead
             log.info("epoch %d step %d loss %.4f (%.0f targets/s on rank 0)", self.epoch, self.step, loss, seqs_per_s)
         if self.writer is None:
@@ -386,9 +389,20 @@ class Trainer:
             results["valid"] = self.evaluate("valid")
             results["test"] = self.evaluate("test")
             log.info("test: %s", _fmt(results["test"]))
+            self._log_final(results)
         if self.env.is_main:
             (self.run_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
         return results
+
+    def _log_final(self, results: dict[str, Any]) -> None:
+        """The best checkpoint's final valid and test metrics into TensorBoard (``final_valid/*``, ``test/*``)."""
+        if self.writer is None:
+            return
+        for split, name in (("valid", "final_valid"), ("test", "test")):
+            for metric, value in results[split].items():
+                if isinstance(value, float):
+                    self.writer.add_scalar(f"{name}/{metric}", value, self.step)
+        self.writer.flush()
 
     def _restore_best(self, results: dict[str, Any]) -> None:
         """Load the best validation checkpoint's weights (if it is not the current state) for the final metrics."""
@@ -461,9 +475,12 @@ def _main_thread() -> bool:
 
 
 def _progress(total: int, desc: str, enabled: bool, initial: int = 0) -> Any:
+    """A tqdm bar on a terminal only: under torchx/torchrun (output piped and prefixed per rank) every redraw
+    would be a line of its own, so there the loop logs a line every ``trainer.log_every`` steps instead."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, disable=not enabled, initial=initial, dynamic_ncols=True, leave=False)
+    show = enabled and sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, disable=not show, initial=initial, dynamic_ncols=True, leave=False)
 
 
 def _fmt(metrics: dict[str, float]) -> str:
@@ -515,9 +532,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m trainer.train [hydra overrides]``: the script torchx/torchrun launch on every rank."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-h", "--help"):
-        print(__doc__)
-        print("Configuration (override any key as section.key=value):\n")
-        print(to_yaml(load_config([])))
+        from trainer.config_rules import describe
+
+        try:
+            print(__doc__)
+            print("Configuration (override any key as section.key=value; default, meaning, allowed values):\n")
+            print(describe(load_config([])))
+        except BrokenPipeError:  # piped into `head`
+            sys.stderr.close()
         return 0
     verbose = "--verbose" in argv
     argv = [a for a in argv if a != "--verbose"]

@@ -23,7 +23,7 @@ from trainer import checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SETTINGS = ("model.encoder.dropout=0.3", "optim.schedule=cosine", "optim.warmup_steps=5", "trainer.epochs=3",
-            "trainer.checkpoint_every=7", "trainer.keep_checkpoints=0", "eval.per_user=false", "trainer.log_every=1")
+            "trainer.checkpoint_every=7", "trainer.keep_checkpoints=50", "eval.per_user=false", "trainer.log_every=1")
 
 
 def _command(ranks: int, overrides: list[str], restarts: int = 0) -> list[str]:

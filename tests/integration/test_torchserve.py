@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -131,3 +132,19 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server: dict) -> None
     assert [c for c, _ in mixed] == [200, 400] * 4
     code, answer = _post(server, {"history": ids[10:15], "k": 3})
     assert code == 200 and len(answer["items"]) == 3
+
+
+def test_explanations_and_drift_metrics(server: dict) -> None:
+    ids = server["ids"]
+    code, answer = _post(server, {"history": ids[:6], "k": 3, "explain": True})
+    assert code == 200 and [e["item"] for e in answer["explanations"]] == answer["items"]
+    assert all(b["item"] == ids[b["position"]] for e in answer["explanations"] for b in e["because"])
+    # The handler emits its drift gauges at most every 10 s, on a request: keep sending until they are logged.
+    metrics_log = server["cfg"].folder / "logs" / "model_metrics.log"
+    for _ in range(40):
+        if metrics_log.is_file() and "DriftRequests" in metrics_log.read_text():
+            break
+        assert _post(server, {"history": ids[:4], "k": 2})[0] == 200
+        time.sleep(0.5)
+    text = metrics_log.read_text()
+    assert "DriftRequests" in text and "DriftHistoryLengthMean" in text and "DriftUnknownShare" in text

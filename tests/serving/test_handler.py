@@ -18,8 +18,14 @@ from trainer.train import run_training
 
 
 class FakeMetrics:
+    def __init__(self) -> None:
+        self.gauges: dict[str, float] = {}
+
     def add_time(self, *args, **kwargs) -> None:
         pass
+
+    def add_metric(self, name: str, value: float, unit: str, **kwargs) -> None:
+        self.gauges[name] = value
 
 
 class FakeContext:

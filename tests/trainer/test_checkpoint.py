@@ -27,7 +27,7 @@ def two_checkpoints(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory
     out = tmp_path_factory.mktemp("ckpt")
     run_training(load_config(train_overrides(
         tiny_dataset, out, "trainer.run_id=base", "trainer.max_steps=10", "trainer.checkpoint_every=5",
-        "trainer.keep_checkpoints=0", "trainer.test_at_end=false", "eval.per_user=false")))
+        "trainer.keep_checkpoints=50", "trainer.test_at_end=false", "eval.per_user=false")))
     return out / "default" / "base"
 
 

@@ -8,8 +8,8 @@ Reads manifest.json, items.parquet and sequences.parquet (streamed by row group)
     interactions, and the share of train interactions going to the top 1% / 10% of items.
 
 Example:
-  seqrec inspect data/ml-1m
-  seqrec inspect data/ml-1m --json > ml-1m.json
+  seqrec inspect data/ml1m
+  seqrec inspect data/ml1m --json > ml1m.json
 """
 
 from __future__ import annotations
@@ -119,6 +119,11 @@ def format_report(summary: dict[str, Any]) -> str:
     lines.append("filters:")
     lines += [f"  {name:<12} {json.dumps(value, sort_keys=True)}" for name, value in manifest["filters"].items()]
     lines.append(f"split: {json.dumps(manifest['split'], sort_keys=True)}")
+    if manifest.get("lineage"):
+        lineage = manifest["lineage"]
+        steps = ", ".join(step["operation"] for step in lineage["history"])
+        lines.append(f"version {lineage['version']} of {lineage['parent']['path']} ({steps}; the first "
+                     f"{lineage['items_kept']:,} items keep their index)")
     split = summary["split"]
     lines.append(f"  train interactions {split['train_interactions']:,}; validation targets "
                  f"{split['valid_targets']:,} ({split['users_with_valid']:,} users); test targets "
@@ -171,7 +176,7 @@ def _popularity_lines(popularity: dict[str, Any]) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``seqrec inspect``."""
-    parser.add_argument("dataset", type=Path, help="dataset folder written by `seqrec prepare` or `seqrec synth`")
+    parser.add_argument("dataset", type=Path, help="dataset folder written by `seqrec prepare`")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
     parser.add_argument("--top", type=int, default=10, metavar="N", help="how many most popular items to list")
 

@@ -12,9 +12,12 @@ Steps, in this order, streaming in bounded memory:
      and rename the folder into place. A failed run leaves nothing behind.
 
 Example:
-  seqrec prepare --format sasrec ../shared/data/sasrec-ml-1m data/ml-1m
+  seqrec prepare --format sasrec ../shared/data/sasrec-ml-1m/ml-1m.txt data/ml1m
   seqrec prepare --format movielens ../shared/data/movielens-100k data/ml-100k --kcore 5 --split time \\
       --valid-frac 0.1 --test-frac 0.1 --short-users drop
+  seqrec synth --output data/day2 --users 3000 --seed 2 && seqrec synth --output data/day1 --users 2000 --seed 1
+  seqrec prepare --format synthetic data/day1 data/shop
+  seqrec prepare --format synthetic --append-to data/shop data/day2 data/shop-v2
 """
 
 from __future__ import annotations
@@ -648,8 +651,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", "-f", required=True, choices=sorted(FORMATS), help="reader for the raw log")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing output folder (only after the new one is complete)")
+    parser.add_argument("--append-to", type=Path, metavar="DATASET",
+                        help="write output as a new version of the dataset folder DATASET plus the events of input: "
+                             "old user/item indices kept, new ones added at the end (trainer.data.append)")
     reader = parser.add_argument_group("reader options")
-    reader.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+    reader.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="reader option, repeatable, passed as a string (e.g. --option meta=items.csv)")
     reader.add_argument("--columns", metavar="FIELD=NAME,...",
                         help="source column of each event field, e.g. user=uid,item=iid,timestamp=ts")
@@ -710,6 +716,10 @@ def _key_value(text: str, flag: str) -> tuple[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     """``seqrec prepare``: build the dataset folder and log a one-line summary."""
+    if args.append_to is not None:
+        from trainer.data.append import run_append
+
+        return run_append(args)
     config = config_from_args(args)
     manifest = prepare(config)
     counts = manifest.counts

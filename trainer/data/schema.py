@@ -91,6 +91,8 @@ class Manifest:
             ``cardinality`` counts codes including 0 (unknown), i.e. the embedding table size.
         actions: action names by int8 code (``["view", "cart", "purchase"]``), empty if none.
         created: ISO-8601 UTC timestamp.
+        lineage: for a version derived from another dataset folder (`trainer.data.versions`): ``{"version",
+            "parent", "items_kept", "history"}``; empty for a folder made by `prepare` or `synth` (version 1).
     """
 
     format_version: int
@@ -103,6 +105,7 @@ class Manifest:
     )
     actions: list[str] = dataclasses.field(default_factory=list)
     created: str = ""
+    lineage: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def num_items(self) -> int:
@@ -123,7 +126,7 @@ def read_manifest(folder: str | Path) -> Manifest:
     """Read and validate a dataset folder's manifest; a clear `DataError` if it is missing or of another version."""
     path = Path(folder) / MANIFEST
     if not Path(folder).is_dir():
-        raise DataError("dataset folder does not exist (create it with `seqrec prepare` or `seqrec synth`)", file=folder)
+        raise DataError("dataset folder does not exist (create it with `seqrec prepare`; for a synthetic one, `seqrec synth --output RAW` then `seqrec prepare --format synthetic RAW DATASET`)", file=folder)
     if not path.is_file():
         raise DataError("no manifest.json: not a seqrec dataset folder", file=folder)
     try:

@@ -1,7 +1,11 @@
 """Generate a synthetic interaction log with learnable sequential structure (``seqrec synth``).
 
 The output is a *raw log folder* (events, item and user features, ``synth.json``), not a dataset folder:
-turn it into one with ``seqrec prepare --format synthetic --input DIR``.
+turn it into one with ``seqrec prepare --format synthetic DIR DATASET``.
+
+Example:
+  seqrec synth --output data/synthetic-raw --users 2000
+  seqrec prepare --format synthetic data/synthetic-raw data/synthetic
 
 The generative model, all vectorised over every event of a block of users (no per-event Python):
 
