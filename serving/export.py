@@ -119,7 +119,7 @@ def load_trained(run: str | Path, checkpoint: str | None = None) -> TrainedRun:
     from trainer.model_factory import build_model
 
     run = Path(run)
-    ckpt = run / "checkpoints" / checkpoint if checkpoint else best_checkpoint(run)
+    ckpt = best_checkpoint(run / "checkpoints" / checkpoint if checkpoint else run)  # verified, or a ConfigError
     if ckpt is None or not (ckpt / "meta.json").is_file():
         raise ConfigError(f"{run}: no complete checkpoint{f' {checkpoint}' if checkpoint else ''} "
                           "(expected checkpoints/step_N/meta.json)")

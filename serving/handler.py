@@ -37,17 +37,35 @@ class SeqrecHandler(BaseHandler):
             try:
                 parsed.append((idx, self.service.parse(body)))
             except RequestError as exc:
-                self.context.set_response_status(400, str(exc), idx)
-                parsed.append((idx, str(exc)))
+                parsed.append((idx, self._fail(idx, 400, str(exc))))
+            except Exception as exc:  # unforeseen: still this request's fault, never the batch's
+                parsed.append((idx, self._fail(idx, 400, f"unreadable request ({type(exc).__name__})")))
         return parsed
 
     def inference(self, data: list, *args, **kwargs) -> list:
-        """Answers for the valid requests, error dicts for the others, in batch order."""
-        valid = [(idx, r) for idx, r in data if not isinstance(r, str)]
+        """Answers for the valid requests, error dicts for the others, in batch order.
+
+        If the batched call fails, each valid request is scored alone, so only a request that fails on its own
+        gets an error (500); the others of its batch are answered."""
+        valid = [(idx, r) for idx, r in data if not isinstance(r, dict)]
         with torch.inference_mode():
-            answers = dict(zip((idx for idx, _ in valid), self.service.recommend([r for _, r in valid])))
+            try:
+                answers = dict(zip((idx for idx, _ in valid), self.service.recommend([r for _, r in valid])))
+            except Exception:
+                answers = {idx: self._alone(idx, r) for idx, r in valid}
         self.drift.maybe_emit()
-        return [answers.get(idx, {"error": r}) for idx, r in data]
+        return [answers.get(idx, r) for idx, r in data]
+
+    def _alone(self, idx: int, request) -> dict:
+        try:
+            return self.service.recommend([request])[0]
+        except Exception as exc:
+            return self._fail(idx, 500, f"recommendation failed ({type(exc).__name__})")
+
+    def _fail(self, idx: int, code: int, message: str) -> dict:
+        """Answer request ``idx`` of the batch alone with ``code``; its body is ``{"error": message}``."""
+        self.context.set_response_status(code, message, idx)
+        return {"error": message}
 
     def postprocess(self, data: list) -> list:
         return data

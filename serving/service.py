@@ -60,6 +60,19 @@ class Request:
     times: list[int] = dataclasses.field(default_factory=list)  # one per known item, or empty
 
 
+def _decode_json(text: str) -> Any:
+    """``json.loads`` with every way it can fail turned into a `RequestError` (nesting too deep, integers with
+    too many digits, lone surrogates), so a hostile body never escapes as an unforeseen exception."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RequestError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise RequestError("malformed JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise RequestError(f"malformed JSON: {str(exc).splitlines()[0][:200]}") from None
+
+
 def decode_body(body: Any, max_bytes: int) -> dict[str, Any]:
     """A request body (bytes, str or an already decoded dict) as a JSON object; `RequestError` otherwise."""
     if body is None or body == b"":
@@ -69,10 +82,7 @@ def decode_body(body: Any, max_bytes: int) -> dict[str, Any]:
             raise RequestError(f"request body is {len(body)} bytes; the limit is {max_bytes}")
         body = body.decode("utf-8", errors="replace")
     if isinstance(body, str):
-        try:
-            body = json.loads(body)
-        except json.JSONDecodeError as exc:
-            raise RequestError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        body = _decode_json(body)
     if not isinstance(body, dict):
         raise RequestError(f"request must be a JSON object, got {type(body).__name__}")
     return body
@@ -161,9 +171,9 @@ class Recommender:
             raise RequestError(f"'history' must be a list of item ids, got {type(history).__name__}")
         if len(history) > self.limits.max_history:
             raise RequestError(f"'history' has {len(history)} items; the limit is {self.limits.max_history}")
-        bad = next((x for x in history if not isinstance(x, str | int) or isinstance(x, bool)), None)
-        if bad is not None:
-            raise RequestError(f"'history' items must be strings or integers, got {type(bad).__name__}")
+        bad = [x for x in history if not isinstance(x, str | int) or isinstance(x, bool)][:1]  # [None] is a hit too
+        if bad:
+            raise RequestError(f"'history' items must be strings or integers, got {type(bad[0]).__name__}")
         if times is not None and (not isinstance(times, list) or len(times) != len(history)
                                   or any(not isinstance(t, int) or isinstance(t, bool) for t in times)):
             raise RequestError(f"'timestamps' must be a list of {len(history)} integers, one per history item")

@@ -25,6 +25,7 @@ def train(
     memMB: int = 8192,
     omp_threads: int = 1,
     max_retries: int = 0,
+    max_restarts: int = 0,
     rdzv_port: int = 29500,
     mounts: Optional[List[str]] = None,  # noqa: UP006, UP045
 ) -> specs.AppDef:
@@ -40,6 +41,8 @@ def train(
         memMB: memory per replica in MB.
         omp_threads: OMP_NUM_THREADS per rank (torchrun's default of 1 suits 2 ranks on a 2-core machine).
         max_retries: restarts of the whole job on failure (resume with trainer.resume=true).
+        max_restarts: torchrun restarts all ranks this many times after a rank dies; restarted ranks resume
+            from the run's last checkpoint by themselves.
         rdzv_port: port of the c10d rendezvous on the first node (change it when 29500 is taken).
         mounts: volumes for data and run folders, docker-style, e.g.
             ``type=volume,src=seqrec-outputs,dst=/outputs`` (Kubernetes PVC) or ``type=bind,src=/nfs,dst=/nfs``.
@@ -53,7 +56,8 @@ def train(
         gpu=gpu,
         memMB=memMB,
         j=j,
-        env={"OMP_NUM_THREADS": str(omp_threads), "PYTHONUNBUFFERED": "1"},
+        # torchrun reads each option's default from PET_<OPTION> (dist.ddp has no --max-restarts argument)
+        env={"OMP_NUM_THREADS": str(omp_threads), "PYTHONUNBUFFERED": "1", "PET_MAX_RESTARTS": str(max_restarts)},
         max_retries=max_retries,
         rdzv_port=rdzv_port,
         mounts=mounts,

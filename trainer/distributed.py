@@ -201,6 +201,15 @@ def build_optimizer(model: DistributedModelParallel, optim: OptimConfig) -> Comb
     return CombinedOptimizer([model.fused_optimizer, ("dense", _ClippedAdamW(dense, optim))])
 
 
+def init_dense_state(optimizer: CombinedOptimizer) -> None:
+    """Create the dense AdamW state now (torch creates it lazily at the first step) so a checkpoint can be loaded
+    into it; FBGEMM's fused table state exists from the start. Errors propagate: a silently missing state would
+    make a resumed run drift from the uninterrupted one."""
+    for _, opt in optimizer.optimizers:
+        if isinstance(opt, _ClippedAdamW):
+            opt.init_state()
+
+
 def base_lrs(optimizer: CombinedOptimizer) -> list[float]:
     """The learning rate every param group starts from (the schedule multiplies these)."""
     return [float(group["lr"]) for group in optimizer.param_groups]

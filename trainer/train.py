@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
 from modules.batch import Batch
-from trainer import checkpoint, growth
+from trainer import checkpoint, growth, run_folder
 from trainer.config import TrainConfig, load_config, resolve_negatives, to_yaml
 from trainer.data.augment import Augmentation
 from trainer.data.loader import LoaderConfig, build_loader
@@ -44,6 +44,7 @@ from trainer.distributed import (
     all_reduce_sum,
     base_lrs,
     build_optimizer,
+    init_dense_state,
     init_distributed,
     lr_factor,
     record_plan,
@@ -117,14 +118,18 @@ class Trainer:
                 dist.broadcast_object_list(chosen, src=0)
             run_id = chosen[0]
         run_dir = Path(t.output_dir) / t.experiment / run_id
-        if not t.resume and checkpoint.latest_checkpoint(run_dir) is not None:
+        has_checkpoint = checkpoint.latest_checkpoint(run_dir) is not None
+        if _elastic_restart() and has_checkpoint and not t.resume:
+            log.warning("restarted by the elastic launcher: resuming %s from its last checkpoint", run_dir)
+            t.resume = True
+        self.run = run_folder.claim(run_dir, resume=t.resume, has_checkpoint=has_checkpoint, is_main=self.env.is_main)
+        if not t.resume and has_checkpoint:
             raise ConfigError(
                 f"{run_dir} already holds checkpoints; set trainer.resume=true to continue it, or another "
                 "trainer.run_id (nothing was overwritten)"
             )
         if self.env.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(to_yaml(self.cfg))
+            checkpoint.write_atomic(run_dir / "config.yaml", to_yaml(self.cfg))
         return run_dir
 
     def _build_loader(self, split: str, kind: str, batch_size: int, shuffle: bool) -> Any:
@@ -187,10 +192,7 @@ class Trainer:
 
     def _init_optimizer_state(self) -> None:
         """Dense Adam state is created lazily; create it now so DCP has tensors to load into (exact resume)."""
-        for _, opt in self.optimizer.optimizers:
-            if hasattr(opt, "init_state") and not hasattr(opt, "fused_optimizer"):
-                with contextlib.suppress(NotImplementedError):
-                    opt.init_state()
+        init_dense_state(self.optimizer)
 
     def _meta_expect(self) -> dict[str, Any]:
         dim = getattr(self.cfg.model, "dim", None)
@@ -239,6 +241,7 @@ class Trainer:
         """Run to the end (epochs, max_steps, early stopping or SIGTERM); returns the final metrics."""
         t = self.cfg.trainer
         previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
+        failed: BaseException | None = None
         try:
             while self.epoch < t.epochs and not self._finished():
                 self._train_epoch()
@@ -250,7 +253,11 @@ class Trainer:
                     break
                 self.save_checkpoint()
             results = self._final_results()
+        except BaseException as exc:
+            failed = exc
+            raise
         finally:
+            self.run.release(failed, committed=checkpoint.committed(self.run_dir))
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
             if self.writer is not None:
@@ -428,6 +435,7 @@ class Trainer:
             "evals_without_gain": self.evals_without_gain,
             "history": json.dumps(self.history),
             "losses": json.dumps(self.losses),
+            "throughput": self.throughput.clone(),
             # saved while swapped (see save_checkpoint): the average holds the live weights then
             **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
@@ -438,6 +446,7 @@ class Trainer:
         self.best_step = state.get("best_step", -1)
         self.history = json.loads(state["history"])
         self.losses = json.loads(state["losses"])
+        self.throughput = state.get("throughput", self.throughput)
         if self.ema is not None and "ema" in state:  # the model was loaded with the averaged weights: swap back
             self.ema.load_state_dict(state["ema"])
             self.ema.swap()
@@ -456,6 +465,11 @@ class Trainer:
         if self.env.is_main and self.best_step == self.step:
             best = {"step": self.step, "epoch": self.epoch, self.task.selection_metric: self.best_metric}
             checkpoint.mark_best(self.run_dir, ckpt, best)
+
+
+def _elastic_restart() -> bool:
+    """Was this worker restarted by torchrun/torchx after a failure (``--max-restarts``)? Then it resumes."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
 
 
 def _main_thread() -> bool:
@@ -488,9 +502,14 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     threads = configure_threads(cfg.trainer.threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if env.is_main:
         log.info("%d intra-op thread(s) per process", threads)
+    failed: BaseException | None = None
     try:
         return Trainer(cfg, env).train()
+    except BaseException as exc:
+        failed = exc
+        raise
     finally:
+        run_folder.release_held(failed)
         shutdown_distributed()
 
 

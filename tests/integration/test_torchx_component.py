@@ -23,3 +23,11 @@ def test_train_component_builds_a_two_rank_torchrun_app() -> None:
     assert "--nproc_per_node 2" in command or "--nproc_per_node=2" in command
     assert role.env["OMP_NUM_THREADS"] == "2"
     assert not (REPO / "torchx" / "__init__.py").exists(), "a torchx/__init__.py would shadow the torchx package"
+
+
+def test_max_restarts_reaches_torchrun() -> None:
+    """dist.ddp has no --max-restarts option; torchrun reads it from PET_MAX_RESTARTS (the elastic restart itself is
+    tested in test_exact_resume.py)."""
+    (role,) = _components().train("trainer.max_steps=5", max_restarts=3).roles
+    assert role.env["PET_MAX_RESTARTS"] == "3"
+    assert _components().train().roles[0].env["PET_MAX_RESTARTS"] == "0"

@@ -656,6 +656,10 @@ def build_loader(folder: str | Path, config: LoaderConfig, rank: int = 0, world_
         config = fallback_config(config)
     dataset = SequenceDataset(folder, config, rank, world_size)
     extra = {"prefetch_factor": 4} if config.num_workers > 0 else {}
+    # Every iterator draws its workers' base seed from this generator; left to the default one it would consume a
+    # number from torch's global stream (dropout masks) at each epoch start, so a run resumed mid-epoch would draw
+    # different masks from the uninterrupted run. Batches never depend on it (they are functions of the seed).
+    generator = torch.Generator().manual_seed(config.seed)
     return SequenceLoader(
         dataset,
         batch_size=None,
@@ -663,5 +667,6 @@ def build_loader(folder: str | Path, config: LoaderConfig, rank: int = 0, world_
         num_workers=config.num_workers,
         persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
+        generator=generator,
         **extra,
     )

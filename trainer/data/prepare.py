@@ -503,6 +503,25 @@ def prepare(config: PrepareConfig, raw: RawLog | None = None) -> Manifest:
     reader for ``config.format``. Everything is written to a temporary sibling folder renamed at the end.
     """
     config.validate()
+    for source in raw.files if raw is not None else [config.input]:
+        _refuse_overlap(Path(source), config.output)
+    try:
+        return _prepare_into(config, raw)
+    except OSError as exc:  # permission denied, disk full, read-only: one line, the temporary folder is gone
+        reason = exc.strerror or str(exc).splitlines()[0]
+        raise DataError(f"{reason}; nothing was written", file=exc.filename or config.output) from exc
+
+
+def _refuse_overlap(source: Path, output: Path) -> None:
+    """No command may replace its own input: the output must not be, be inside, or contain the input."""
+    src, out = source.resolve(), output.resolve()
+    if src == out or src in out.parents or out in src.parents:
+        where = "is" if src == out else "is inside" if src in out.parents else "contains"
+        raise DataError(f"the output folder {where} the input {source}; choose an output folder elsewhere "
+                        "(nothing was changed)", file=output)
+
+
+def _prepare_into(config: PrepareConfig, raw: RawLog | None) -> Manifest:
     with atomic_output_dir(config.output, overwrite=config.overwrite) as tmp:
         umask = os.umask(0)
         os.umask(umask)

@@ -333,7 +333,8 @@ def test_help_explains_every_option() -> None:
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, capsys, extra: list[str], message: str) -> None:
     (tmp_path / "out").mkdir()
-    code = main(["prepare", str(tmp_path), str(tmp_path / "out"), "--format", "events", *extra])
+    (tmp_path / "in").mkdir()
+    code = main(["prepare", str(tmp_path / "in"), str(tmp_path / "out"), "--format", "events", *extra])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err
