@@ -52,6 +52,18 @@ PENDING = {
     "seqrec train experiment=sasrec_ml1m data.max_len=1000 model.encoder.attn_backend=jagged "
     "model.encoder.attention.dropout=output",
     "seqrec train experiment=transact_kuairand",
+    # the production lifecycle (append, forget, fine-tune, drift); its own tests run these code paths
+    "seqrec drift <run> --requests requests.jsonl", "seqrec drift RUN --profile-only", "seqrec drift RUN --requests LOG",
+    "seqrec drift outputs/shop/run1 --profile-only", "seqrec drift outputs/shop/run1 --requests requests.jsonl",
+    "seqrec forget DATASET USER_ID...", "seqrec forget data/shop u17 u1203", "seqrec forget data/shop-v2 USER_ID...",
+    "seqrec prepare --append-to DATASET NEW_LOG OUTPUT",
+    "seqrec prepare --format F --append-to data/shop NEW_LOG data/shop-v2",
+    "seqrec prepare --format synthetic --append-to data/shop data/day2 data/shop-v2",
+    "seqrec prepare --format synthetic data/day1 data/shop",
+    "seqrec synth --output data/day1 --users 2000 --seed 1 && seqrec prepare --format synthetic data/day1 data/shop",
+    "seqrec synth --output data/day2 --users 3000 --seed 2 && seqrec synth --output data/day1 --users 2000 --seed 1",
+    "seqrec train data.path=data/shop-v2 trainer.init_from=<run> trainer.epochs=3 optim.lr=0.0005 "
+    "optim.sparse_lr=0.05",
 }
 # example (placeholders as printed) -> what is appended to run it cheaply here; in the order they run
 PLAN: dict[str, str] = {
