@@ -26,7 +26,16 @@ class RankingHandler(SeqrecHandler):
 
     def inference(self, data: list, *args, **kwargs) -> list:
         """Answers for the valid requests, error dicts for the others, in batch order."""
-        valid = [(idx, r) for idx, r in data if not isinstance(r, str)]
+        valid = [(idx, r) for idx, r in data if not isinstance(r, dict)]  # bad ones are already error bodies
         with torch.inference_mode():
-            answers = dict(zip((idx for idx, _ in valid), self.service.rank([r for _, r in valid])))
-        return [answers.get(idx, {"error": r}) for idx, r in data]
+            try:
+                answers = dict(zip((idx for idx, _ in valid), self.service.rank([r for _, r in valid])))
+            except Exception:  # the batch failed: score each alone, so only a request failing alone gets a 500
+                answers = {idx: self._rank_alone(idx, r) for idx, r in valid}
+        return [answers.get(idx, r) for idx, r in data]
+
+    def _rank_alone(self, idx: int, request) -> dict:
+        try:
+            return self.service.rank([request])[0]
+        except Exception as exc:
+            return self._fail(idx, 500, f"ranking failed ({type(exc).__name__})")

@@ -30,7 +30,7 @@ def test_two_ranks_grow_a_row_wise_table(versions, tmp_path: Path) -> None:  # n
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "trainer/train.py",
           *train_overrides(v2, tmp_path, "trainer.run_id=grown2", f"trainer.init_from={base['run_dir']}",
                            "trainer.sharding=row_wise", "trainer.init_new_items=mean", "trainer.epochs=1",
-                           "optim.lr=0.0", "optim.sparse_lr=0.0", "trainer.test_at_end=false")], tmp_path)
+                           "optim.lr=1e-12", "optim.sparse_lr=1e-12", "trainer.test_at_end=false")], tmp_path)
     grown = tables_after_init(v2, tmp_path, "trainer.run_id=check",
                               f"trainer.init_from={tmp_path / 'default' / 'grown2'}")[key]
     rows = read_manifest(v1).num_items + 1
