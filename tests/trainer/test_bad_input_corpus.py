@@ -1,4 +1,4 @@
-"""The corpus of bad data files (tests/corpus/data/) and bad configurations (tests/corpus/configs.json) through the
+"""The corpus of bad data files (tests/corpus/data.json, written out per test) and bad configurations (tests/corpus/configs.json) through the
 real `seqrec` CLI: each exits 2 with one line naming what to change, and leaves nothing behind."""
 
 from __future__ import annotations
@@ -21,17 +21,22 @@ def _one_line(capsys: pytest.CaptureFixture, code: int) -> str:
     return err[0]
 
 
-def test_every_corpus_data_file_is_listed() -> None:
-    assert sorted(p.name for p in (CORPUS / "data").iterdir()) == sorted(c["file"] for c in DATA)
+def _write(case: dict, folder: Path) -> Path:
+    """The case's bad file (``text``, or ``hex`` for bytes that are not text) under ``folder``; what to prepare."""
+    path = folder / case["file"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes.fromhex(case["hex"]) if "hex" in case else case["text"].encode())
+    return folder / case.get("input", case["file"])
 
 
 @pytest.mark.parametrize("case", DATA, ids=[c["file"] for c in DATA])
 def test_bad_data_file_is_one_line_and_leaves_nothing(case: dict, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
-    code = main(["prepare", "--format", case["format"], str(CORPUS / "data" / case["file"]), str(tmp_path / "ds")])
+    source = _write(case, tmp_path / "in")
+    code = main(["prepare", "--format", case["format"], str(source), str(tmp_path / "out" / "ds")])
     line = _one_line(capsys, code)
     assert all(fragment in line for fragment in case["expect"]), line
-    assert list(tmp_path.iterdir()) == []
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
 @pytest.mark.parametrize("case", CONFIGS, ids=[" ".join(c["overrides"]) for c in CONFIGS])
